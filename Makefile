@@ -1,0 +1,83 @@
+# Atelier — every target composes; `make dev` and `make test` install what they need first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 3000
+STAGE ?= dev
+PYTEST_WORKERS ?= 2
+CODE := functions layers/core infra tests
+
+.PHONY: help deps dev test unit integration e2e lint format typecheck cfn-lint openapi layer-reqs bench build deploy clean
+
+help:
+	@echo "make dev          serve the API offline on 127.0.0.1:$(PORT) (template on moto, full async lifecycle)"
+	@echo "make test         lint, type-check, cfn-lint, then every test suite"
+	@echo "make bench        cold-start, ledger and lifecycle benchmarks"
+	@echo "make openapi      regenerate layers/core/atelier/api/openapi.json"
+	@echo "make build        sam build;  make deploy STAGE=dev|prod   sam deploy --config-env STAGE"
+
+# ---------------------------------------------------------------- install
+$(VENV)/.installed: pyproject.toml package.json
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+deps: $(VENV)/.installed
+
+# ---------------------------------------------------------------- run
+dev: deps
+	$(PY) -m infra.local --port $(PORT)
+
+# ---------------------------------------------------------------- checks
+lint: deps
+	$(VENV)/bin/ruff check $(CODE)
+	$(VENV)/bin/ruff format --check $(CODE)
+
+format: deps
+	$(VENV)/bin/ruff check --fix $(CODE)
+	$(VENV)/bin/ruff format $(CODE)
+
+typecheck: deps
+	$(VENV)/bin/mypy --config-file pyproject.toml
+
+cfn-lint: deps
+	$(VENV)/bin/cfn-lint template.yaml
+
+# Unit and integration tests share a process pool; the e2e suite gets its own process because the
+# offline stack points every AWS SDK in its process at its moto server.
+unit: deps
+	$(PY) -m pytest tests/unit -q
+
+integration: deps
+	$(PY) -m pytest tests/integration -q -n $(PYTEST_WORKERS)
+
+e2e: deps
+	$(PY) -m pytest tests/e2e -q
+
+test: lint typecheck cfn-lint
+	$(PY) -m pytest tests/unit tests/integration -q -n $(PYTEST_WORKERS) --durations=10
+	$(PY) -m pytest tests/e2e -q --durations=10
+
+# ---------------------------------------------------------------- generated files
+openapi: deps
+	$(PY) -m infra.openapi
+
+layer-reqs: deps
+	$(PY) -m infra.layer_requirements
+
+# ---------------------------------------------------------------- measure
+bench: deps
+	$(PY) -m infra.bench
+
+# ---------------------------------------------------------------- AWS
+build:
+	sam build
+
+deploy: build
+	sam deploy --config-env $(STAGE)
+
+clean:
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,64 @@
+"""Build the API's one OpenAPI document from the resolvers of the template's API functions.
+
+Each API function owns its routes (and so its part of the schema); ``GET /openapi.json`` serves
+the merged document, which is generated here at build time and committed at
+``layers/core/atelier/api/openapi.json`` (a test fails when it is stale). Run: ``make openapi``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from typing import Any
+
+from infra.local.template import ROOT, function_specs
+
+OPENAPI_PATH = ROOT / 'layers' / 'core' / 'atelier' / 'api' / 'openapi.json'
+DESCRIPTION = (
+    'Atelier: sign in a device, buy credits, run AI generation tasks. JSON everywhere; errors are '
+    '`{"error": {"code", "message", "request_id"}}`. Authenticate with `Authorization: Bearer <token>` '
+    'from `POST /v1/auth/device`.'
+)
+
+
+def build() -> dict[str, Any]:
+    from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
+    from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
+
+    merge = OpenAPIMerge(
+        title='Atelier API',
+        version='1.0.0',
+        description=DESCRIPTION,
+        security_schemes={'bearer': HTTPBearer(scheme='bearer', bearerFormat='JWT')},
+        on_conflict='error',
+    )
+    for spec in sorted(function_specs().values(), key=lambda s: s.logical_id):
+        if not any(path != '$default' for _, path in spec.http_routes):
+            continue
+        package = '.'.join(spec.code_dir.relative_to(ROOT).parts)
+        module = importlib.import_module(f'{package}.{spec.handler.rsplit(".", 1)[0]}')
+        schema = json.loads(json.dumps(module.app.get_openapi_schema().model_dump(by_alias=True, exclude_none=True)))
+        merge.add_schema(_declared_routes_only(schema, spec.http_routes))
+    document: dict[str, Any] = json.loads(merge.get_openapi_json_schema())
+    return document
+
+
+def _declared_routes_only(schema: dict[str, Any], routes: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """Keep the operations the template routes to this function (a resolver may know more)."""
+    declared = {(method.lower(), path) for method, path in routes}
+    schema['paths'] = {
+        path: {m: op for m, op in ops.items() if (m, path) in declared}
+        for path, ops in schema.get('paths', {}).items()
+        if any((m, path) in declared for m in ops)
+    }
+    return schema
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2, sort_keys=True) + '\n'
+
+
+if __name__ == '__main__':
+    OPENAPI_PATH.write_text(render())
+    sys.stdout.write(f'wrote {OPENAPI_PATH.relative_to(ROOT)}\n')

@@ -1,0 +1,136 @@
+"""The API's HTTP conventions, in one place.
+
+Every API function builds its resolver with :func:`create_resolver` and answers through
+:func:`resolve`. Together they guarantee the contract of ``ARCHITECTURE.md``: JSON everywhere,
+errors as ``{"error": {"code", "message", "request_id"}}`` with the right status, and never a 500
+for bad input. Domain errors are mapped to statuses here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from atelier.errors import DomainError, ErrorKind
+from atelier.observability import logger
+
+MAX_BODY_BYTES = 1024 * 1024
+
+STATUS_BY_KIND: dict[ErrorKind, HTTPStatus] = {
+    ErrorKind.BAD_REQUEST: HTTPStatus.BAD_REQUEST,
+    ErrorKind.UNAUTHORIZED: HTTPStatus.UNAUTHORIZED,
+    ErrorKind.PAYMENT_REQUIRED: HTTPStatus.PAYMENT_REQUIRED,
+    ErrorKind.FORBIDDEN: HTTPStatus.FORBIDDEN,
+    ErrorKind.NOT_FOUND: HTTPStatus.NOT_FOUND,
+    ErrorKind.CONFLICT: HTTPStatus.CONFLICT,
+    ErrorKind.INVALID: HTTPStatus.UNPROCESSABLE_ENTITY,
+    ErrorKind.RATE_LIMITED: HTTPStatus.TOO_MANY_REQUESTS,
+    ErrorKind.UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
+}
+
+
+def error_body(code: str, message: str, request_id: str, details: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {'code': code, 'message': message, 'request_id': request_id}
+    if details:
+        error['details'] = details
+    return {'error': error}
+
+
+def error_response(status: int, code: str, message: str, request_id: str, details: Any = None) -> Response[Any]:
+    return Response(
+        status_code=int(status),
+        content_type=content_types.APPLICATION_JSON,
+        body=error_body(code, message, request_id, details),
+    )
+
+
+def _request_id(event: dict[str, Any]) -> str:
+    return str((event.get('requestContext') or {}).get('requestId') or 'unknown')
+
+
+def create_resolver() -> APIGatewayHttpResolver:
+    """An HTTP API (payload 2.0) resolver with validation and Atelier's error envelope."""
+    app = APIGatewayHttpResolver(enable_validation=True)
+
+    def request_id() -> str:
+        return _request_id(app.current_event.raw_event)
+
+    @app.exception_handler(DomainError)
+    def _domain_error(exc: DomainError) -> Response[Any]:
+        return error_response(STATUS_BY_KIND[exc.kind], exc.code, exc.message, request_id(), exc.details or None)
+
+    @app.exception_handler(RequestValidationError)
+    def _validation_error(exc: RequestValidationError) -> Response[Any]:
+        errors = list(exc.errors())
+        if any(e.get('type') == 'json_invalid' for e in errors):
+            return error_response(HTTPStatus.BAD_REQUEST, 'malformed_json', 'The body is not valid JSON.', request_id())
+        details = [
+            {'loc': [str(part) for part in e.get('loc', ())], 'type': e.get('type'), 'message': e.get('msg')}
+            for e in errors
+        ]
+        return error_response(
+            HTTPStatus.UNPROCESSABLE_ENTITY, 'validation_error', 'The request is not valid.', request_id(), details
+        )
+
+    @app.not_found
+    def _not_found(_: NotFoundError) -> Response[Any]:
+        return error_response(HTTPStatus.NOT_FOUND, 'route_not_found', 'No such route.', request_id())
+
+    @app.exception_handler(Exception)
+    def _unexpected(exc: Exception) -> Response[Any]:
+        logger.exception('unhandled error')
+        return error_response(
+            HTTPStatus.INTERNAL_SERVER_ERROR, 'internal_error', 'Something went wrong on our side.', request_id()
+        )
+
+    return app
+
+
+def resolve(app: APIGatewayHttpResolver, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Check what the resolver cannot (body size, content type), then let ``app`` answer."""
+    rejection = _reject_body(event)
+    if rejection is not None:
+        return rejection
+    return app.resolve(event, context)
+
+
+def raw_body(event: dict[str, Any]) -> bytes:
+    """The request body exactly as the client sent it (API Gateway may base64 it)."""
+    body = event.get('body') or ''
+    if event.get('isBase64Encoded'):
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            return b''
+    return body.encode('utf-8')
+
+
+def _reject_body(event: dict[str, Any]) -> dict[str, Any] | None:
+    body = raw_body(event)
+    if not body:
+        return None
+    headers = {k.lower(): v for k, v in (event.get('headers') or {}).items()}
+    if len(body) > MAX_BODY_BYTES:
+        status, code, message = HTTPStatus.REQUEST_ENTITY_TOO_LARGE, 'payload_too_large', 'The body is over 1 MB.'
+    elif headers.get('content-type', '').split(';')[0].strip().lower() != 'application/json':
+        status, code, message = (
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+            'unsupported_media_type',
+            'Send the body as application/json.',
+        )
+    else:
+        return None
+    import json
+
+    return {
+        'statusCode': int(status),
+        'headers': {'Content-Type': content_types.APPLICATION_JSON},
+        'body': json.dumps(error_body(code, message, _request_id(event))),
+        'isBase64Encoded': False,
+    }

@@ -1,0 +1,61 @@
+"""Settings: one pydantic model, read once per cold start by the handler and passed down.
+
+Resource names come from the template (``Globals.Function.Environment``). Secrets never do: they
+live in SSM Parameter Store under ``SECRETS_PREFIX`` (``/atelier/{stage}/``) as SecureStrings and
+are fetched on first use, then cached for the life of the execution environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Secret names under SECRETS_PREFIX. The offline stack seeds them with documented local defaults.
+AUTH_TOKEN_SECRET = 'auth-token-secret'  # noqa: S105 - a parameter name, not a secret
+STRIPE_WEBHOOK_SECRET = 'stripe-webhook-secret'  # noqa: S105
+STRIPE_API_KEY = 'stripe-api-key'
+REVENUECAT_WEBHOOK_AUTH = 'revenuecat-webhook-auth'
+
+
+class Settings(BaseModel):
+    """Everything a handler needs to know about its environment."""
+
+    model_config = ConfigDict(frozen=True, extra='ignore')
+
+    stage: str = Field(alias='STAGE')
+    ledger_table: str = Field(alias='LEDGER_TABLE')
+    tasks_table: str = Field(alias='TASKS_TABLE')
+    events_table: str = Field(alias='EVENTS_TABLE')
+    media_bucket: str = Field(alias='MEDIA_BUCKET')
+    task_queue_url: str = Field(alias='TASK_QUEUE_URL')
+    task_state_machine_arn: str = Field(alias='TASK_STATE_MACHINE_ARN')
+    secrets_prefix: str = Field(alias='SECRETS_PREFIX')
+    token_ttl_seconds: int = Field(default=30 * 24 * 3600, alias='TOKEN_TTL_SECONDS', gt=0)
+    welcome_credits: int = Field(default=0, alias='WELCOME_CREDITS', ge=0)
+    welcome_credits_days: int = Field(default=30, alias='WELCOME_CREDITS_DAYS', gt=0)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        return cls.model_validate(dict(os.environ if environ is None else environ))
+
+    def secret(self, name: str) -> str:
+        """The decrypted value of secret ``name`` (cached per execution environment)."""
+        return _fetch_secret(self.secrets_prefix + name)
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings.from_env()
+
+
+@cache
+def _fetch_secret(parameter_name: str) -> str:
+    from atelier.aws import client
+
+    response: dict[str, Any] = client('ssm').get_parameter(Name=parameter_name, WithDecryption=True)
+    return str(response['Parameter']['Value'])

@@ -1,0 +1,1 @@
+"""Who is calling: device sign-in, bearer tokens, and the signed-in account."""

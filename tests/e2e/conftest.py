@@ -1,0 +1,66 @@
+"""The offline stack, up once for the e2e session, driven over real HTTP on 127.0.0.1.
+
+The e2e suite runs in its own pytest process (see the Makefile): the stack points every AWS SDK
+in this process at its moto server through ``AWS_ENDPOINT_URL``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from infra.local.server import LocalServer
+
+
+@dataclass
+class User:
+    account_id: str
+    token: str
+    http: httpx.Client
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.http.get(path, headers={'authorization': f'Bearer {self.token}'}, **kwargs)
+
+    def post(self, path: str, json: Any = None, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+        merged = {'authorization': f'Bearer {self.token}', **(headers or {})}
+        return self.http.post(path, json=json, headers=merged, **kwargs)
+
+
+class Stack:
+    """What a test can reach: the API over HTTP, the AWS resources on moto, the handlers' log."""
+
+    def __init__(self, server: LocalServer) -> None:
+        self.server = server
+        self.url = server.url
+        self.http = httpx.Client(base_url=server.url, timeout=30)
+
+    def client(self, service: str) -> Any:
+        return self.server.stack.client(service)
+
+    def physical_id(self, logical_id: str) -> str:
+        return self.server.stack.physical_id(logical_id)
+
+    def invoke(self, logical_id: str, event: Any) -> Any:
+        return self.server.stack.invoke(logical_id, event)
+
+    @property
+    def invocations(self) -> list[Any]:
+        return self.server.stack.runtime.invocations
+
+    def sign_in(self, device_id: str | None = None) -> User:
+        device_id = device_id or f'e2e-device-{uuid.uuid4().hex}'
+        response = self.http.post('/v1/auth/device', json={'device_id': device_id})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return User(account_id=body['account_id'], token=body['token'], http=self.http)
+
+
+@pytest.fixture(scope='session')
+def stack() -> Iterator[Stack]:
+    with LocalServer(port=0, schedule_seconds=2.0) as server:
+        yield Stack(server)
