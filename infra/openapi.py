@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from infra.local.template import ROOT, function_specs
+from infra.local.template import ROOT, function_specs, mount_code
 
 OPENAPI_PATH = ROOT / 'layers' / 'core' / 'atelier' / 'api' / 'openapi.json'
 DESCRIPTION = (
@@ -26,11 +26,13 @@ def build() -> dict[str, Any]:
     from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
     from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 
+    mount_code()
+    security_schemes = {'bearer': HTTPBearer(scheme='bearer', bearerFormat='JWT')}
     merge = OpenAPIMerge(
         title='Atelier API',
         version='1.0.0',
         description=DESCRIPTION,
-        security_schemes={'bearer': HTTPBearer(scheme='bearer', bearerFormat='JWT')},
+        security_schemes=security_schemes,  # type: ignore[arg-type]
         on_conflict='error',
     )
     for spec in sorted(function_specs().values(), key=lambda s: s.logical_id):
@@ -38,9 +40,45 @@ def build() -> dict[str, Any]:
             continue
         package = '.'.join(spec.code_dir.relative_to(ROOT).parts)
         module = importlib.import_module(f'{package}.{spec.handler.rsplit(".", 1)[0]}')
-        schema = json.loads(json.dumps(module.app.get_openapi_schema().model_dump(by_alias=True, exclude_none=True)))
+        schema = json.loads(module.app.get_openapi_json_schema(security_schemes=security_schemes))
         merge.add_schema(_declared_routes_only(schema, spec.http_routes))
     document: dict[str, Any] = json.loads(merge.get_openapi_json_schema())
+    return _with_error_envelope(document)
+
+
+ERROR_SCHEMA = {
+    'type': 'object',
+    'required': ['error'],
+    'properties': {
+        'error': {
+            'type': 'object',
+            'required': ['code', 'message', 'request_id'],
+            'properties': {
+                'code': {'type': 'string', 'description': 'Stable machine-readable code, e.g. insufficient_credits.'},
+                'message': {'type': 'string'},
+                'request_id': {'type': 'string'},
+                'details': {'description': 'Field errors for validation_error.'},
+            },
+        }
+    },
+}
+
+
+def _with_error_envelope(document: dict[str, Any]) -> dict[str, Any]:
+    """Describe the errors the API really returns (Powertools documents its own 422 shape)."""
+    schemas = document.setdefault('components', {}).setdefault('schemas', {})
+    for name in ('HTTPValidationError', 'ValidationError', 'ResponseValidationError'):
+        schemas.pop(name, None)
+    schemas['Error'] = ERROR_SCHEMA
+    error = {
+        'description': 'Error',
+        'content': {'application/json': {'schema': {'$ref': '#/components/schemas/Error'}}},
+    }
+    for operations in document.get('paths', {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault('responses', {})
+            responses.pop('422', None)
+            responses['4XX'] = error
     return document
 
 

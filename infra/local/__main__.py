@@ -1,6 +1,6 @@
 """``make dev``: serve Atelier offline on 127.0.0.1 with the full async lifecycle.
 
-    python -m infra.local [--port 3000]
+python -m infra.local [--port 3000]
 """
 
 from __future__ import annotations

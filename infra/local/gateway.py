@@ -92,7 +92,9 @@ class Gateway:
                 return route, found.groupdict()
         return (fallback, {}) if fallback else None
 
-    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def handle(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         """One request, end to end: route, build the event, invoke, map the response."""
         if len(body) > MAX_PAYLOAD_BYTES:
             return 413, {'content-type': 'application/json'}, b'{"message":"Request Entity Too Large"}'

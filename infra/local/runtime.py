@@ -30,6 +30,7 @@ class Invocation:
     started: float
     duration_ms: float = 0.0
     error: str | None = None
+    message_ids: tuple[str, ...] = ()  # the SQS messages of a batch, to trace a message to its consumer
 
 
 @dataclass
@@ -91,7 +92,9 @@ class InProcessRuntime:
     def invoke(self, function_name_or_arn: str, event: Any, *, source: str) -> Any:
         """Run the function's handler on ``event``; raise :class:`FunctionError` if it fails."""
         spec, configuration = self._lookup(function_name_or_arn)
-        record = Invocation(function=spec.logical_id, source=source, started=time.time())
+        record = Invocation(
+            function=spec.logical_id, source=source, started=time.time(), message_ids=_message_ids(event)
+        )
         context = LambdaContext(
             function_name=configuration['FunctionName'],
             memory_limit_in_mb=int(configuration.get('MemorySize', 512)),
@@ -114,7 +117,9 @@ class InProcessRuntime:
             with self._invocations_lock:
                 self.invocations.append(record)
 
-    def invoke_bytes(self, function_name_or_arn: str, body: bytes | str | None, response_headers: dict[str, Any]) -> bytes:
+    def invoke_bytes(
+        self, function_name_or_arn: str, body: bytes | str | None, response_headers: dict[str, Any]
+    ) -> bytes:
         """moto's ``Invoke`` contract: JSON bytes in, JSON bytes out, errors flagged in a header."""
         event = json.loads(body) if body else {}
         try:
@@ -123,6 +128,12 @@ class InProcessRuntime:
             response_headers['x-amz-function-error'] = 'Unhandled'
             return json.dumps(exc.payload).encode()
         return json.dumps(result).encode()
+
+
+def _message_ids(event: Any) -> tuple[str, ...]:
+    if isinstance(event, dict) and isinstance(event.get('Records'), list):
+        return tuple(str(r.get('messageId')) for r in event['Records'] if isinstance(r, dict) and 'messageId' in r)
+    return ()
 
 
 def _source_of(event: Any) -> str:

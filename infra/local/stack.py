@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import sys
 import threading
 import time
 import warnings
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.local.runtime import FunctionError, InProcessRuntime
-from infra.local.template import ARTIFACT_BUCKET, ROOT, function_specs, load_template, translate
+from infra.local.template import ARTIFACT_BUCKET, ROOT, function_specs, load_template, mount_code, translate
 
 REGION = 'us-east-1'
 STACK_NAME = 'atelier-local'
@@ -93,7 +92,7 @@ class OfflineStack:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> OfflineStack:
-        self._mount_code()
+        mount_code(self.template)
         self._start_moto()
         self._seed_secrets()
         self._upload_artifacts()
@@ -145,16 +144,6 @@ class OfflineStack:
         for key, value in values.items():
             self._saved_environ.setdefault(key, os.environ.get(key))
             os.environ[key] = value
-
-    def _mount_code(self) -> None:
-        """Put the layers where Lambda mounts them (``/opt/python``): on the import path."""
-        for resource in self.template['Resources'].values():
-            if resource['Type'] == 'AWS::Serverless::LayerVersion':
-                path = str(ROOT / resource['Properties']['ContentUri'])
-                if path not in sys.path:
-                    sys.path.insert(0, path)
-        if str(ROOT) not in sys.path:
-            sys.path.insert(0, str(ROOT))
 
     def _start_moto(self) -> None:
         from moto.awslambda_simple.models import LambdaSimpleBackend
@@ -258,9 +247,9 @@ class OfflineStack:
             ).get('Messages', [])
             if not messages:
                 continue
-            queue_arn = sqs.get_queue_attributes(QueueUrl=poller.queue_url, AttributeNames=['QueueArn'])[
-                'Attributes'
-            ]['QueueArn']
+            queue_arn = sqs.get_queue_attributes(QueueUrl=poller.queue_url, AttributeNames=['QueueArn'])['Attributes'][
+                'QueueArn'
+            ]
             event = {'Records': [_sqs_record(m, queue_arn) for m in messages]}
             try:
                 result = self.runtime.invoke(poller.function_name, event, source='aws:sqs')
@@ -282,7 +271,9 @@ class OfflineStack:
             for target in events.list_targets_by_rule(Rule=rule['Name'])['Targets']:
                 if ':function:' in target['Arn']:
                     payload = json.loads(target['Input']) if target.get('Input') else _scheduled_event(rule)
-                    self._spawn(f'schedule-{rule["Name"]}', lambda a=target['Arn'], p=payload, i=interval: self._tick(a, p, i))
+                    self._spawn(
+                        f'schedule-{rule["Name"]}', lambda a=target['Arn'], p=payload, i=interval: self._tick(a, p, i)
+                    )
 
     def _tick(self, function_arn: str, payload: dict[str, Any], interval: float) -> None:
         while not self._stopping.wait(interval):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -76,6 +77,19 @@ def function_specs(template: dict[str, Any] | None = None) -> dict[str, Function
         )
         specs[name] = FunctionSpec(name, ROOT / props['CodeUri'], props['Handler'], routes)
     return specs
+
+
+def mount_code(template: dict[str, Any] | None = None) -> None:
+    """Put the layers where Lambda mounts them (``/opt/python``) on the import path, and the repo root
+    (so ``functions.<name>.app`` imports as tests import it)."""
+    template = template or load_template()
+    paths = [
+        str(ROOT / res['Properties']['ContentUri'])
+        for res in resources_of_type(template, 'AWS::Serverless::LayerVersion').values()
+    ]
+    for path in [*paths, str(ROOT)]:
+        if path not in sys.path:
+            sys.path.insert(0, path)
 
 
 class _NoManagedPolicies:

@@ -8,6 +8,7 @@ are fetched on first use, then cached for the life of the execution environment.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
@@ -37,6 +38,23 @@ class Settings(BaseModel):
     token_ttl_seconds: int = Field(default=30 * 24 * 3600, alias='TOKEN_TTL_SECONDS', gt=0)
     welcome_credits: int = Field(default=0, alias='WELCOME_CREDITS', ge=0)
     welcome_credits_days: int = Field(default=30, alias='WELCOME_CREDITS_DAYS', gt=0)
+    public_api_url: str = Field(default='', alias='PUBLIC_API_URL')
+    mock_provider_url: str = Field(default='', alias='MOCK_PROVIDER_URL')
+    task_sweep_grace_seconds: int = Field(default=60, alias='TASK_SWEEP_GRACE_SECONDS', ge=0)
+
+    # payments (Stripe, RevenueCat)
+    stripe_api_base: str = Field(default='', alias='STRIPE_API_BASE')  # '' = the real Stripe API
+    payments_live_mode: bool = Field(default=False, alias='PAYMENTS_LIVE_MODE')  # Stripe livemode / RC PRODUCTION
+    payments_sandbox_accounts: str = Field(default='', alias='PAYMENTS_SANDBOX_ACCOUNTS')  # comma-separated testers
+    checkout_success_url: str = Field(
+        default='https://example.com/checkout/success?session_id={CHECKOUT_SESSION_ID}', alias='CHECKOUT_SUCCESS_URL'
+    )
+    checkout_cancel_url: str = Field(default='https://example.com/checkout/cancel', alias='CHECKOUT_CANCEL_URL')
+    stripe_webhook_tolerance_seconds: int = Field(default=300, alias='STRIPE_WEBHOOK_TOLERANCE_SECONDS', ge=0)
+
+    @property
+    def welcome_credits_valid_for(self) -> timedelta:
+        return timedelta(days=self.welcome_credits_days)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
