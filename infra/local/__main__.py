@@ -6,6 +6,7 @@ python -m infra.local [--port 3000]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -16,16 +17,20 @@ from infra.local.server import LocalServer
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m infra.local', description=__doc__)
     parser.add_argument('--port', type=int, default=3000, help='API port on 127.0.0.1 (default 3000)')
+    parser.add_argument(
+        '--welcome-credits', type=int, default=100, help='promo credits for each new account (default 100)'
+    )
     args = parser.parse_args(argv)
 
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    with LocalServer(port=args.port) as server:
+    with LocalServer(port=args.port, welcome_credits=args.welcome_credits) as server:
         sys.stdout.write(
             f'\nAtelier is running offline (template.yaml on moto; AWS endpoint {server.stack.endpoint})\n'
             f'  API         {server.url}\n'
             f'  Swagger UI  {server.url}/docs\n'
-            f'  OpenAPI     {server.url}/openapi.json\n\n'
+            f'  OpenAPI     {server.url}/openapi.json\n'
+            f'  New accounts get {args.welcome_credits} welcome credits (--welcome-credits N).\n\n'
             'Try:\n'
             f'  curl {server.url}/health\n'
             f"  curl -s -X POST {server.url}/v1/auth/device -H 'content-type: application/json' "
@@ -33,10 +38,8 @@ def main(argv: list[str] | None = None) -> int:
             'Ctrl-C stops it.\n'
         )
         sys.stdout.flush()
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             stopped.wait()
-        except KeyboardInterrupt:
-            pass
     sys.stdout.write('stopped\n')
     return 0
 

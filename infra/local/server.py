@@ -1,32 +1,62 @@
 """The whole offline product: the stack, its side services and the gateway, started in order.
 
 The gateway's socket is bound first so that its URL (where providers send webhooks) can be passed
-to the template as a parameter, exactly as a deployed stack is told its public URL.
+to the template as a parameter, exactly as a deployed stack is told its public URL. Side services
+stand in for the outside world: the mock AI provider (a real HTTP provider that sends signed
+webhooks) and a fake Stripe API.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from infra.local.gateway import Gateway
-from infra.local.stack import OfflineStack
+from infra.local.stack import LOCAL_SECRETS, OfflineStack
+from infra.local.template import mount_code
+
+
+class SideService(Protocol):
+    def start(self) -> str: ...
+
+    def stop(self) -> None: ...
 
 
 class LocalServer:
     """``with LocalServer(port=0) as server: server.url`` — everything up on 127.0.0.1."""
 
-    def __init__(self, *, port: int = 3000, schedule_seconds: float = 5.0, **stack_options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        port: int = 3000,
+        schedule_seconds: float = 5.0,
+        welcome_credits: int = 0,
+        parameters: dict[str, str] | None = None,
+        **stack_options: Any,
+    ) -> None:
         self.port = port
         self.schedule_seconds = schedule_seconds
+        self.parameters = {'WelcomeCredits': str(welcome_credits), **(parameters or {})}
         self.stack_options = stack_options
         self.stack: OfflineStack
         self.gateway: Gateway
+        self.services: dict[str, SideService] = {}
         self.url = ''
 
     def start(self) -> LocalServer:
+        mount_code()
+        from atelier.providers.mock.server import MockProviderServer
+
         self.stack = OfflineStack(schedule_seconds=self.schedule_seconds, **self.stack_options)
         self.gateway = Gateway(self.stack, port=self.port)
         self.url = self.gateway.url
+        self.services['mock_provider'] = MockProviderServer(
+            webhook_url=f'{self.url}/webhooks/providers/mock',
+            webhook_secret=LOCAL_SECRETS['provider-webhook-secret-mock'],
+        )
+        urls = {name: service.start() for name, service in self.services.items()}
+        self.stack.parameters.update(
+            {'PublicApiUrl': self.url, 'MockProviderUrl': urls['mock_provider'], **self.parameters}
+        )
         self.stack.start()
         self.gateway.start()
         return self
@@ -34,6 +64,8 @@ class LocalServer:
     def stop(self) -> None:
         self.gateway.stop()
         self.stack.stop()
+        for service in self.services.values():
+            service.stop()
 
     def __enter__(self) -> LocalServer:
         return self.start()

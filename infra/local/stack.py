@@ -152,7 +152,7 @@ class OfflineStack:
 
         # moto's CloudFormation skips bucket policies (S3 enforces none offline anyway); say so once, quietly.
         warnings.filterwarnings('ignore', message='.*AWS::S3::BucketPolicy.*')
-        logging.getLogger('moto.cloudformation.parsing').setLevel(logging.ERROR)
+        logging.getLogger('moto').addFilter(lambda record: 'AWS::S3::BucketPolicy' not in record.getMessage())
         logging.getLogger('werkzeug').setLevel(logging.ERROR)
         default_user_config['lambda'] = {'use_docker': False}
         default_user_config['stepfunctions'] = {'execute_state_machine': True}
@@ -213,6 +213,7 @@ class OfflineStack:
             configuration = lambda_.get_function(FunctionName=self.resources[logical_id])['Configuration']
             self.runtime.register(logical_id, configuration['FunctionName'], configuration)
             for key, value in (configuration.get('Environment') or {}).get('Variables', {}).items():
+                value = str(value)  # CloudFormation hands Number parameters over as numbers
                 if environment.setdefault(key, value) != value:
                     # All handlers share one process and so one os.environ.
                     raise RuntimeError(f'functions disagree on environment variable {key}; set it in Globals')

@@ -52,6 +52,18 @@ class Stack:
     def invocations(self) -> list[Any]:
         return self.server.stack.runtime.invocations
 
+    def adjust(self, account_id: str, amount: int, *, reason: str = 'e2e test credits') -> dict[str, Any]:
+        """Give (or take) credits the way ops do: the AdjustCreditsFunction, invoked through Lambda."""
+        event = {
+            'account_id': account_id,
+            'amount': amount,
+            'business_id': uuid.uuid4().hex,
+            'reason': reason,
+            'actor': 'e2e',
+        }
+        result: dict[str, Any] = self.invoke('AdjustCreditsFunction', event)
+        return result
+
     def sign_in(self, device_id: str | None = None) -> User:
         device_id = device_id or f'e2e-device-{uuid.uuid4().hex}'
         response = self.http.post('/v1/auth/device', json={'device_id': device_id})

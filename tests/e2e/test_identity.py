@@ -50,13 +50,12 @@ def _none_alg_token(account_id: str) -> str:
 @pytest.mark.parametrize('case', ['missing', 'not-bearer', 'garbage', 'expired', 'other-key', 'alg-none'])
 def test_bad_tokens_get_401(stack: Stack, case: str):
     user = stack.sign_in()
+    expired = issue_token(user.account_id, key=LOCAL_KEY, ttl_seconds=60, now=time.time() - 120)
     headers = {
         'missing': {},
         'not-bearer': {'authorization': f'Basic {user.token}'},
         'garbage': {'authorization': 'Bearer not.a.token'},
-        'expired': {
-            'authorization': f'Bearer {issue_token(user.account_id, key=LOCAL_KEY, ttl_seconds=60, now=time.time() - 120)}'
-        },
+        'expired': {'authorization': f'Bearer {expired}'},
         'other-key': {'authorization': f'Bearer {issue_token(user.account_id, key="not-the-key", ttl_seconds=600)}'},
         'alg-none': {'authorization': f'Bearer {_none_alg_token(user.account_id)}'},
     }[case]

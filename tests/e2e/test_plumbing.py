@@ -37,7 +37,9 @@ def test_a_message_on_the_template_queue_reaches_its_consumer_through_the_event_
 def test_an_execution_of_the_template_state_machine_runs_its_task_states_in_process(stack: Stack):
     # Given the template's state machine
     sfn = stack.client('stepfunctions')
-    definition = json.loads(sfn.describe_state_machine(stateMachineArn=stack.physical_id('TaskStateMachine'))['definition'])
+    definition = json.loads(
+        sfn.describe_state_machine(stateMachineArn=stack.physical_id('TaskStateMachine'))['definition']
+    )
     assert any(state['Type'] == 'Task' for state in definition['States'].values())
     before = len(stack.invocations)
     # When an execution starts (for a task that does not exist)

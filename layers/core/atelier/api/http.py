@@ -61,11 +61,11 @@ def create_resolver() -> APIGatewayHttpResolver:
     def request_id() -> str:
         return _request_id(app.current_event.raw_event)
 
-    @app.exception_handler(DomainError)
+    @app.exception_handler(DomainError)  # type: ignore[untyped-decorator]
     def _domain_error(exc: DomainError) -> Response[Any]:
         return error_response(STATUS_BY_KIND[exc.kind], exc.code, exc.message, request_id(), exc.details or None)
 
-    @app.exception_handler(RequestValidationError)
+    @app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
     def _validation_error(exc: RequestValidationError) -> Response[Any]:
         errors = list(exc.errors())
         if any(e.get('type') == 'json_invalid' for e in errors):
@@ -82,7 +82,7 @@ def create_resolver() -> APIGatewayHttpResolver:
     def _not_found(_: NotFoundError) -> Response[Any]:
         return error_response(HTTPStatus.NOT_FOUND, 'route_not_found', 'No such route.', request_id())
 
-    @app.exception_handler(Exception)
+    @app.exception_handler(Exception)  # type: ignore[untyped-decorator]
     def _unexpected(exc: Exception) -> Response[Any]:
         logger.exception('unhandled error')
         return error_response(

@@ -30,9 +30,8 @@ def allowed_methods(path: str) -> list[str]:
 @cache
 def swagger_html() -> str:
     """Swagger UI for the document, with its script and styles inlined (no CDN needed)."""
-    from aws_lambda_powertools.event_handler.openapi.swagger_ui.html import generate_swagger_html
-
     import aws_lambda_powertools.event_handler as event_handler
+    from aws_lambda_powertools.event_handler.openapi.swagger_ui.html import generate_swagger_html
 
     assets = Path(event_handler.__file__).parent / 'openapi' / 'swagger_ui'
     spec = json.dumps(openapi_document()).replace('</', '<\\/')

@@ -1,0 +1,49 @@
+from datetime import datetime
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Depends
+from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel
+
+from atelier.api import create_resolver, resolve
+from atelier.api.auth import authenticated_account
+from atelier.observability import logger
+from atelier.wiring import ledger
+
+app = create_resolver()
+
+
+class EntryOut(BaseModel):
+    id: str
+    kind: str
+    amount: int
+    held_delta: int
+    lot: str | None
+    reference: str | None
+    task_id: str | None
+    created_at: datetime
+
+
+class LedgerPage(BaseModel):
+    items: list[EntryOut]
+    next_cursor: str | None
+
+
+@app.get('/v1/ledger', tags=['credits'], security=[{'bearer': []}])
+def handle_list_ledger(
+    account_id: Annotated[str, Depends(authenticated_account)],
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> LedgerPage:
+    page = ledger().list_entries(account_id, limit=limit, cursor=cursor)
+    return LedgerPage(
+        items=[EntryOut.model_validate(entry, from_attributes=True) for entry in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return resolve(app, event, context)
