@@ -45,6 +45,7 @@ class LocalServer:
     def start(self) -> LocalServer:
         mount_code()
         from atelier.providers.mock.server import MockProviderServer
+        from infra.local.fake_stripe import FakeStripeServer
 
         self.stack = OfflineStack(schedule_seconds=self.schedule_seconds, **self.stack_options)
         self.gateway = Gateway(self.stack, port=self.port)
@@ -53,9 +54,15 @@ class LocalServer:
             webhook_url=f'{self.url}/webhooks/providers/mock',
             webhook_secret=LOCAL_SECRETS['provider-webhook-secret-mock'],
         )
+        self.services['stripe'] = FakeStripeServer()
         urls = {name: service.start() for name, service in self.services.items()}
         self.stack.parameters.update(
-            {'PublicApiUrl': self.url, 'MockProviderUrl': urls['mock_provider'], **self.parameters}
+            {
+                'PublicApiUrl': self.url,
+                'MockProviderUrl': urls['mock_provider'],
+                'StripeApiBase': urls['stripe'],
+                **self.parameters,
+            }
         )
         self.stack.start()
         self.gateway.start()

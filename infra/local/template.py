@@ -124,10 +124,25 @@ def translate(parameters: dict[str, str], template: dict[str, Any] | None = None
     for res in cfn['Resources'].values():
         props = res.get('Properties', {})
         if res['Type'] == 'AWS::StepFunctions::StateMachine' and 'DefinitionSubstitutions' in props:
-            lines = props['DefinitionString']['Fn::Join'][1]
-            props['DefinitionString'] = {'Fn::Sub': ['\n'.join(lines), props.pop('DefinitionSubstitutions')]}
+            text = '\n'.join(props['DefinitionString']['Fn::Join'][1])
+            for key, value in props.pop('DefinitionSubstitutions').items():
+                text = text.replace('${' + key + '}', _sub_reference(value))
+            # One-argument Fn::Sub: moto's variable-map form runs string.Template, which turns the
+            # ASL's `$$.Task.Token` into `$.Task.Token`; references written inline leave `$$` alone.
+            props['DefinitionString'] = {'Fn::Sub': text}
     _drop_unsupported(cfn, prefix='AWS::ApiGatewayV2::')
     return cfn
+
+
+def _sub_reference(value: Any) -> str:
+    """A substitution value as an inline ``Fn::Sub`` reference (``${Logical.Attr}`` / ``${Logical}``)."""
+    if isinstance(value, dict) and 'Fn::GetAtt' in value:
+        attribute = value['Fn::GetAtt']
+        logical, name = attribute if isinstance(attribute, list) else str(attribute).split('.', 1)
+        return '${' + f'{logical}.{name}' + '}'
+    if isinstance(value, dict) and 'Ref' in value:
+        return '${' + str(value['Ref']) + '}'
+    return str(value)
 
 
 def _drop_unsupported(cfn: dict[str, Any], prefix: str) -> None:

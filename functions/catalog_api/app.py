@@ -1,0 +1,30 @@
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Depends
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from atelier.api import create_resolver, resolve
+from atelier.api.auth import authenticated_account
+from atelier.catalog.models import ModelList, ModelView
+from atelier.observability import logger
+from atelier.tasks import Estimate, EstimateRequest
+from atelier.tasks.wiring import task_service
+
+app = create_resolver()
+Account = Annotated[str, Depends(authenticated_account)]
+
+
+@app.get('/v1/models', tags=['catalog'], security=[{'bearer': []}])
+def handle_list_models(account_id: Account) -> ModelList:
+    return ModelList(items=[ModelView.of(model) for model in task_service().catalog])
+
+
+@app.post('/v1/estimates', tags=['catalog'], security=[{'bearer': []}])
+def handle_estimate(account_id: Account, body: EstimateRequest) -> Estimate:
+    return task_service().estimate(body.model, body.input)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return resolve(app, event, context)

@@ -1,0 +1,72 @@
+"""Input schemas, one pydantic model per model family.
+
+A model in ``models.json`` names its ``family``; the family's model validates what a client sends
+as ``input``. Every schema forbids unknown fields, so a typo is a 422 rather than a silent default.
+Files a client uploaded first are referenced by their upload key (:data:`UploadKey`); the task
+domain checks that the key belongs to the caller's own account.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+UPLOADS_PREFIX = 'uploads/'
+
+#: A key returned by ``POST /v1/uploads``: ``uploads/{account_id}/{name}``.
+UploadKey = Annotated[str, StringConstraints(pattern=r'^uploads/[^/]{1,128}/[A-Za-z0-9][A-Za-z0-9._-]{0,127}$')]
+Prompt = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+class FamilyInput(BaseModel):
+    model_config = ConfigDict(extra='forbid', frozen=True)
+
+    def image_count(self) -> int:
+        """How many images the request produces (priced per image)."""
+        return int(getattr(self, 'num_images', 0) or 0)
+
+    def video_seconds(self) -> float:
+        """How many seconds of video the request produces (priced per second)."""
+        return float(getattr(self, 'duration_seconds', 0) or 0)
+
+
+class TextToImageInput(FamilyInput):
+    prompt: Prompt
+    negative_prompt: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    num_images: int = Field(default=1, ge=1, le=4)
+    resolution: Literal['512x512', '1024x1024'] = '1024x1024'
+    quality: Literal['standard', 'hd'] = 'standard'
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+
+
+class ImageToVideoInput(FamilyInput):
+    prompt: Prompt
+    image: UploadKey
+    duration_seconds: int = Field(default=5, ge=1, le=10)
+    resolution: Literal['720p', '1080p'] = '720p'
+
+
+class MockImageInput(FamilyInput):
+    """The local ``mock`` models. ``fail_submits`` makes the mock provider refuse that many submits (503)."""
+
+    prompt: Prompt
+    num_images: int = Field(default=1, ge=1, le=4)
+    image: UploadKey | None = None
+    fail_submits: int = Field(default=0, ge=0, le=3)
+
+
+class MockVideoInput(FamilyInput):
+    prompt: Prompt
+    duration_seconds: int = Field(default=4, ge=1, le=10)
+    resolution: Literal['480p', '720p'] = '480p'
+    image: UploadKey | None = None
+    fail_submits: int = Field(default=0, ge=0, le=3)
+
+
+FAMILIES: dict[str, type[FamilyInput]] = {
+    'text_to_image': TextToImageInput,
+    'image_to_video': ImageToVideoInput,
+    'mock_image': MockImageInput,
+    'mock_video': MockVideoInput,
+}

@@ -1,0 +1,158 @@
+"""The media bucket: outputs under ``outputs/{account_id}/{task_id}/{n}.{ext}``, uploads under ``uploads/``.
+
+Outputs are streamed from the provider's URL into S3 (never held whole in memory) while their size
+and SHA-256 are computed, because providers delete outputs within hours (Replicate after one hour):
+a task is only marked succeeded once its outputs are ours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from atelier.errors import DomainError, ErrorKind
+
+MAX_OUTPUT_BYTES = 2 * 1024**3
+_EXTENSIONS = {
+    'image/png': 'png',
+    'image/jpeg': 'jpg',
+    'image/webp': 'webp',
+    'image/gif': 'gif',
+    'video/mp4': 'mp4',
+    'video/webm': 'webm',
+    'video/quicktime': 'mov',
+    'audio/mpeg': 'mp3',
+    'audio/wav': 'wav',
+}
+
+
+class OutputUnavailable(DomainError):
+    """The provider's output is gone or refused for good (404/410/403, too large): the task fails."""
+
+    kind = ErrorKind.INVALID
+    code = 'output_unavailable'
+
+
+class OutputDownloadFailed(DomainError):
+    """Fetching an output failed in a way that may pass (5xx, timeout): the step is retried."""
+
+    kind = ErrorKind.UNAVAILABLE
+    code = 'output_download_failed'
+
+
+class StoredObject(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    content_type: str
+    size: int
+    sha256: str
+
+
+def extension_for(content_type: str) -> str:
+    return _EXTENSIONS.get(content_type.split(';')[0].strip().lower(), 'bin')
+
+
+class _HashingReader:
+    """A read-only file over an iterator of chunks that counts and hashes what passes through."""
+
+    def __init__(self, chunks: Iterator[bytes], limit: int) -> None:
+        self._chunks = chunks
+        self._buffer = b''
+        self._limit = limit
+        self.size = 0
+        self.sha256 = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buffer) < n:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self.size += len(chunk)
+            if self.size > self._limit:
+                raise OutputUnavailable(f'The output is larger than {self._limit} bytes.')
+            self.sha256.update(chunk)
+            self._buffer += chunk
+        if n < 0:
+            data, self._buffer = self._buffer, b''
+        else:
+            data, self._buffer = self._buffer[:n], self._buffer[n:]
+        return data
+
+
+class MediaStore:
+    """The media bucket. ``s3`` and ``http`` default to the shared boto3 client and a new httpx client."""
+
+    def __init__(self, bucket: str, *, s3: Any = None, http: Any = None) -> None:
+        self.bucket = bucket
+        self._s3 = s3
+        self._http = http
+
+    @property
+    def s3(self) -> Any:
+        if self._s3 is None:
+            from atelier.aws import client
+
+            self._s3 = client('s3')
+        return self._s3
+
+    @property
+    def http(self) -> Any:
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=True)
+        return self._http
+
+    def copy_from_url(
+        self, url: str, key: str, *, content_type: str, max_bytes: int = MAX_OUTPUT_BYTES
+    ) -> StoredObject:
+        """Stream ``url`` into ``key``; the same key again simply overwrites it with the same bytes."""
+        import httpx
+
+        try:
+            with self.http.stream('GET', url) as response:
+                if response.status_code in {401, 403, 404, 410}:
+                    raise OutputUnavailable(f'The provider no longer serves the output ({response.status_code}).')
+                if response.status_code >= 400:
+                    raise OutputDownloadFailed(f'Fetching the output answered {response.status_code}.')
+                served = response.headers.get('content-type', '').split(';')[0].strip()
+                if content_type in {'', 'application/octet-stream'} and served:
+                    content_type = served
+                reader = _HashingReader(response.iter_bytes(1024 * 1024), max_bytes)
+                self.s3.upload_fileobj(reader, self.bucket, key, ExtraArgs={'ContentType': content_type})
+        except httpx.HTTPError as exc:
+            raise OutputDownloadFailed(f'Fetching the output failed: {exc}') from exc
+        return StoredObject(key=key, content_type=content_type, size=reader.size, sha256=reader.sha256.hexdigest())
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get('Error', {}).get('Code') in {'404', 'NoSuchKey', 'NotFound'}:
+                return False
+            raise
+        return True
+
+    def presigned_get(self, key: str, *, expires_in: int = 3600) -> str:
+        return str(
+            self.s3.generate_presigned_url(
+                'get_object', Params={'Bucket': self.bucket, 'Key': key}, ExpiresIn=expires_in
+            )
+        )
+
+    def presigned_upload(self, key: str, *, content_type: str, size: int, expires_in: int = 900) -> dict[str, Any]:
+        """A presigned POST that accepts exactly one object of ``content_type`` and at most ``size`` bytes."""
+        post: dict[str, Any] = self.s3.generate_presigned_post(
+            Bucket=self.bucket,
+            Key=key,
+            Fields={'Content-Type': content_type},
+            Conditions=[{'Content-Type': content_type}, ['content-length-range', 1, size]],
+            ExpiresIn=expires_in,
+        )
+        return post

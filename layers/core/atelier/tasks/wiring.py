@@ -1,0 +1,43 @@
+"""The task service with its real adapters, built from settings once per execution environment."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from atelier.catalog import load_catalog
+from atelier.config import get_settings
+from atelier.providers.registry import configured_providers
+from atelier.storage import MediaStore
+from atelier.tasks.adapters import SqsDispatchQueue, StepFunctionsWorkflow
+from atelier.tasks.service import TaskService
+from atelier.tasks.store import TaskStore
+
+
+@cache
+def media() -> MediaStore:
+    return MediaStore(get_settings().media_bucket)
+
+
+@cache
+def task_service() -> TaskService:
+    """The :class:`TaskService` on DynamoDB, the ledger, S3, SQS, Step Functions and the configured providers."""
+    from atelier.aws import client
+    from atelier.ledger import DynamoDBLedgerStore, Ledger
+
+    settings = get_settings()
+    catalog = load_catalog()
+    providers = configured_providers(
+        mock_provider_url=settings.mock_provider_url, secret=settings.secret, catalog=catalog
+    )
+    return TaskService(
+        store=TaskStore(settings.tasks_table),
+        # Tasks never list ledger entries, so this ledger needs no cursor key (and its steps no token secret).
+        ledger=Ledger(DynamoDBLedgerStore(client('dynamodb'), settings.ledger_table)),
+        catalog=catalog.available(providers.names),
+        providers=providers,
+        media=media(),
+        queue=SqsDispatchQueue(settings.task_queue_url),
+        workflow=StepFunctionsWorkflow(settings.task_state_machine_arn),
+        public_api_url=settings.public_api_url,
+        sweep_grace_seconds=settings.task_sweep_grace_seconds,
+    )
