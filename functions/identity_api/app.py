@@ -7,10 +7,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from atelier.api import create_resolver, resolve
 from atelier.api.auth import authenticated_account
-from atelier.wiring import devices, ledger
 from atelier.config import AUTH_TOKEN_SECRET, get_settings
 from atelier.identity.service import WelcomeGrant, get_profile, sign_in_device
 from atelier.observability import logger
+from atelier.wiring import devices, ledger
 
 app = create_resolver()
 

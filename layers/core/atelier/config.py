@@ -8,16 +8,16 @@ are fetched on first use, then cached for the life of the execution environment.
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 from collections.abc import Mapping
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 #: Secret names under SECRETS_PREFIX. The offline stack seeds them with documented local defaults.
-AUTH_TOKEN_SECRET = 'auth-token-secret'  # noqa: S105 - a parameter name, not a secret
-STRIPE_WEBHOOK_SECRET = 'stripe-webhook-secret'  # noqa: S105
+AUTH_TOKEN_SECRET = 'auth-token-secret'
+STRIPE_WEBHOOK_SECRET = 'stripe-webhook-secret'
 STRIPE_API_KEY = 'stripe-api-key'
 REVENUECAT_WEBHOOK_AUTH = 'revenuecat-webhook-auth'
 

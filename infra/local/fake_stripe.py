@@ -1,0 +1,303 @@
+"""A fake Stripe API on 127.0.0.1, enough for Checkout: what the stripe SDK talks to offline.
+
+    fake = FakeStripeServer()            # host='127.0.0.1', port=0 (a free port)
+    base = fake.start()                  # 'http://127.0.0.1:PORT' -> STRIPE_API_BASE / StripeApiBase
+    ...
+    fake.sessions                        # every Checkout Session created, in order
+    event = fake.completed_event(session_id)   # a checkout.session.completed event for it, to sign and post
+    fake.stop()
+
+It speaks the real wire format: form-encoded ``POST /v1/checkout/sessions`` (nested ``a[b][0][c]=`` keys),
+``Authorization: Bearer sk_...``, ``Idempotency-Key`` replays (same key and parameters -> the same session,
+``Idempotent-Replayed: true``; same key, other parameters -> 400 ``idempotency_error``), Stripe's error
+envelope, ``GET /v1/checkout/sessions/{id}``, and a hosted page at the session's ``url``. Prices it knows
+(``prices``: id -> (amount, currency); by default the test prices of the commerce catalog) fill
+``amount_total``; an unknown price is refused like Stripe does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+
+class FakeStripeServer:
+    def __init__(
+        self,
+        host: str = '127.0.0.1',
+        port: int = 0,
+        *,
+        api_key: str | None = None,
+        prices: dict[str, tuple[int, str]] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.api_key = api_key  # None: any sk_test_/sk_live_ key is accepted
+        self.prices = _catalog_prices() if prices is None else dict(prices)
+        self.sessions: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []
+        self.base_url = ''
+        self._by_id: dict[str, dict[str, Any]] = {}
+        self._idempotent: dict[str, tuple[str, int, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> str:
+        """Serve on a daemon thread; return the base URL to give the stripe SDK."""
+        fake = self
+
+        class Handler(_Handler):
+            server_fake = fake
+
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._server.daemon_threads = True
+        host, port = self._server.server_address[:2]
+        self.base_url = f'http://{host}:{port}'
+        self._thread = threading.Thread(target=self._server.serve_forever, name='fake-stripe', daemon=True)
+        self._thread.start()
+        return self.base_url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeStripeServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- test helpers
+    def session(self, session_id: str) -> dict[str, Any]:
+        with self._lock:
+            return json.loads(json.dumps(self._by_id[session_id]))  # type: ignore[no-any-return]
+
+    def completed_event(
+        self, session_id: str, *, payment_status: str = 'paid', event_type: str = 'checkout.session.completed'
+    ) -> dict[str, Any]:
+        """A Stripe event for a created session, as if the customer paid (sign it and post it to the webhook)."""
+        session = self.session(session_id)
+        session.update(status='complete', payment_status=payment_status)
+        if session['mode'] == 'payment':
+            session['payment_intent'] = f'pi_{session_id.removeprefix("cs_test_")[:24]}'
+        else:
+            session['subscription'] = f'sub_{session_id.removeprefix("cs_test_")[:24]}'
+        session['customer'] = f'cus_{hashlib.sha256(str(session["client_reference_id"]).encode()).hexdigest()[:14]}'
+        return {
+            'id': f'evt_{secrets.token_hex(12)}',
+            'object': 'event',
+            'api_version': '2026-10-28.endive',
+            'created': int(time.time()),
+            'livemode': False,
+            'pending_webhooks': 1,
+            'type': event_type,
+            'data': {'object': session},
+        }
+
+    # ---------------------------------------------------------------- API
+    def _create_session(self, params: dict[str, Any], idempotency_key: str | None) -> tuple[int, dict[str, Any]]:
+        digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+        with self._lock:
+            if idempotency_key and idempotency_key in self._idempotent:
+                seen_digest, status, body = self._idempotent[idempotency_key]
+                if seen_digest != digest:
+                    return 400, _error(
+                        'idempotency_error',
+                        'Keys for idempotent requests can only be used with the same parameters they were first used '
+                        'with.',
+                    )
+                return status, {**body, '_replayed': True}
+            status, body = self._new_session(params)
+            if idempotency_key:
+                self._idempotent[idempotency_key] = (digest, status, body)
+            return status, body
+
+    def _new_session(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        mode = params.get('mode')
+        if mode not in ('payment', 'subscription', 'setup'):
+            return 400, _error('invalid_request_error', 'Missing required param: mode.', param='mode')
+        if not params.get('success_url') and params.get('ui_mode') != 'embedded':
+            return 400, _error('invalid_request_error', 'Missing required param: success_url.', param='success_url')
+        line_items = params.get('line_items') or []
+        if not isinstance(line_items, list) or not line_items:
+            return 400, _error('invalid_request_error', 'Missing required param: line_items.', param='line_items')
+        total, currency = 0, None
+        for item in line_items:
+            price = item.get('price') if isinstance(item, dict) else None
+            if self.prices and price not in self.prices:
+                return 400, _error('resource_missing', f"No such price: '{price}'", param='line_items[0][price]')
+            amount, currency = self.prices.get(str(price), (0, 'usd'))
+            total += amount * int(item.get('quantity', 1))
+        session_id = f'cs_test_{secrets.token_hex(16)}'
+        now = int(time.time())
+        session: dict[str, Any] = {
+            'id': session_id,
+            'object': 'checkout.session',
+            'mode': mode,
+            'status': 'open',
+            'payment_status': 'unpaid',
+            'client_reference_id': params.get('client_reference_id'),
+            'metadata': params.get('metadata') or {},
+            'customer': params.get('customer'),
+            'customer_email': params.get('customer_email'),
+            'payment_intent': None,
+            'subscription': None,
+            'invoice': None,
+            'amount_subtotal': total,
+            'amount_total': total,
+            'currency': currency,
+            'livemode': False,
+            'success_url': params.get('success_url'),
+            'cancel_url': params.get('cancel_url'),
+            'created': now,
+            'expires_at': now + 24 * 3600,
+            'url': f'{self.base_url}/c/pay/{session_id}',
+        }
+        self.sessions.append(session)
+        self._by_id[session_id] = session
+        return 200, session
+
+    def _get_session(self, session_id: str) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            session = self._by_id.get(session_id)
+        if session is None:
+            return 404, _error('resource_missing', f"No such checkout.session: '{session_id}'")
+        return 200, session
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_fake: FakeStripeServer
+    protocol_version = 'HTTP/1.1'
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        return
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get('Content-Length') or 0)
+        raw = self.rfile.read(length).decode('utf-8') if length else ''
+        params = decode_form(raw)
+        path = urlsplit(self.path).path
+        self._record('POST', path, params)
+        if not self._authorized():
+            return
+        if path == '/v1/checkout/sessions':
+            status, body = self.server_fake._create_session(params, self.headers.get('Idempotency-Key'))
+            self._json(status, body)
+            return
+        self._json(404, _error('invalid_request_error', f'Unrecognized request URL (POST: {path}).'))
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path.startswith('/c/pay/'):
+            self._page(path.removeprefix('/c/pay/'))
+            return
+        self._record('GET', path, {})
+        if not self._authorized():
+            return
+        if path.startswith('/v1/checkout/sessions/'):
+            status, body = self.server_fake._get_session(path.rsplit('/', 1)[-1])
+            self._json(status, body)
+            return
+        self._json(404, _error('invalid_request_error', f'Unrecognized request URL (GET: {path}).'))
+
+    def _record(self, method: str, path: str, params: dict[str, Any]) -> None:
+        wanted = ('Idempotency-Key', 'Stripe-Version', 'Content-Type', 'User-Agent')
+        headers = {k: v for k, v in self.headers.items() if k in wanted}
+        with self.server_fake._lock:
+            self.server_fake.requests.append({'method': method, 'path': path, 'params': params, 'headers': headers})
+
+    def _authorized(self) -> bool:
+        scheme, _, key = (self.headers.get('Authorization') or '').partition(' ')
+        expected = self.server_fake.api_key
+        ok = scheme == 'Bearer' and (key == expected if expected else key.startswith(('sk_test_', 'sk_live_')))
+        if not ok:
+            self._json(401, _error('invalid_request_error', 'Invalid API Key provided.'))
+        return ok
+
+    def _json(self, status: int, body: dict[str, Any]) -> None:
+        replayed = bool(body.pop('_replayed', False)) if isinstance(body, dict) else False
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(data)))
+        self.send_header('Request-Id', f'req_{secrets.token_hex(7)}')
+        if replayed:
+            self.send_header('Idempotent-Replayed', 'true')
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _page(self, session_id: str) -> None:
+        status, session = self.server_fake._get_session(session_id)
+        text = (
+            f'<!doctype html><title>Fake Stripe Checkout</title><h1>Fake Stripe Checkout</h1>'
+            f'<p>Session {session_id}: {session.get("mode")} for {session.get("amount_total")} '
+            f'{session.get("currency")}. Nothing is charged here.</p>'
+            if status == 200
+            else '<!doctype html><title>Not found</title><p>No such session.</p>'
+        ).encode()
+        self.send_response(int(HTTPStatus.OK) if status == 200 else int(HTTPStatus.NOT_FOUND))
+        self.send_header('Content-Type', 'text/html; charset=utf-8')
+        self.send_header('Content-Length', str(len(text)))
+        self.end_headers()
+        self.wfile.write(text)
+
+
+def decode_form(raw: str) -> dict[str, Any]:
+    """Stripe's form encoding (``a[b][0][c]=v``) back into nested dicts and lists."""
+    root: dict[str, Any] = {}
+    for key, value in parse_qsl(raw, keep_blank_values=True):
+        parts = [key.split('[', 1)[0]] + [p.rstrip(']') for p in key.split('[')[1:]]
+        node: Any = root
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            nxt: Any = value if last else ([] if parts[i + 1].isdigit() else {})
+            if isinstance(node, list):
+                index = int(part)
+                while len(node) <= index:
+                    node.append(None)
+                if node[index] is None or last:
+                    node[index] = nxt
+                node = node[index]
+            else:
+                if part not in node or last:
+                    node[part] = nxt
+                node = node[part]
+    return root
+
+
+def _error(kind: str, message: str, *, param: str | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {'type': 'invalid_request_error', 'message': message}
+    if kind != 'invalid_request_error':
+        error['code'] = kind
+    if param:
+        error['param'] = param
+    return {'error': error}
+
+
+def _catalog_prices() -> dict[str, tuple[int, str]]:
+    """Test-mode prices of the commerce catalog, when the atelier package is importable."""
+    try:
+        from atelier.payments.catalog import load_commerce_catalog
+    except ImportError:
+        return {}
+    catalog = load_commerce_catalog()
+    prices = {p.stripe_prices.test: (p.amount, p.currency) for p in catalog.packs}
+    prices.update(
+        {p.stripe_prices.test: (p.amount or 0, p.currency) for p in catalog.plans if p.stripe_prices is not None}
+    )
+    return prices

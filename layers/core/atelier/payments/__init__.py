@@ -1,0 +1,7 @@
+"""Payments: Stripe and RevenueCat turn money into credits, exactly once (see docs/payments.md).
+
+Modules: ``catalog`` (what money buys), ``state`` (pure payment and subscription rules), ``book`` (state
+on the events table, kept in step with the ledger), ``stripe_events`` / ``revenuecat_events`` (what each
+provider event means), ``inbox`` (store raw, apply, record), ``service`` (what the functions call),
+``stripe_gateway`` (the only module importing ``stripe``). Importing this package loads none of them.
+"""
