@@ -8,11 +8,11 @@ knows about HTTP.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class ErrorKind(str, Enum):
+class ErrorKind(StrEnum):
     INVALID = 'invalid'  # the request is well formed but its content is wrong (422)
     BAD_REQUEST = 'bad_request'  # the request itself is malformed (400)
     UNAUTHORIZED = 'unauthorized'  # no or bad credentials (401)
