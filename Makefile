@@ -57,9 +57,11 @@ integration: deps
 e2e: deps
 	$(PY) -m pytest tests/e2e -q
 
+# -v on the slower suites so the log names what ran (the ledger model and DynamoDB Local concurrency tests).
 test: lint typecheck cfn-lint
-	$(PY) -m pytest tests/unit tests/integration -q -n $(PYTEST_WORKERS) --durations=10
-	$(PY) -m pytest tests/e2e -q --durations=10
+	$(PY) -m pytest tests/unit -q
+	$(PY) -m pytest tests/integration -v -n $(PYTEST_WORKERS) --durations=10
+	$(PY) -m pytest tests/e2e -v --durations=10
 
 # ---------------------------------------------------------------- generated files
 openapi: deps

@@ -45,6 +45,9 @@ LOCAL_SECRETS: dict[str, str] = {
     'provider-webhook-secret-mock': 'mock_atelier_local',
 }
 
+#: Resource types moto's CloudFormation does not deploy and the offline stack can do without.
+SKIPPED_OFFLINE = ('AWS::S3::BucketPolicy', 'AWS::CloudWatch::Alarm')
+
 _FAKE_CREDENTIALS = {
     'AWS_ACCESS_KEY_ID': 'testing',
     'AWS_SECRET_ACCESS_KEY': 'testing',
@@ -150,9 +153,10 @@ class OfflineStack:
         from moto.core.config import default_user_config
         from moto.server import ThreadedMotoServer
 
-        # moto's CloudFormation skips bucket policies (S3 enforces none offline anyway); say so once, quietly.
-        warnings.filterwarnings('ignore', message='.*AWS::S3::BucketPolicy.*')
-        logging.getLogger('moto').addFilter(lambda record: 'AWS::S3::BucketPolicy' not in record.getMessage())
+        # moto's CloudFormation skips these (nothing enforces or evaluates them offline); skip them quietly.
+        for resource_type in SKIPPED_OFFLINE:
+            warnings.filterwarnings('ignore', message=f'.*{resource_type}.*')
+        logging.getLogger('moto').addFilter(lambda r: not any(t in r.getMessage() for t in SKIPPED_OFFLINE))
         logging.getLogger('werkzeug').setLevel(logging.ERROR)
         default_user_config['lambda'] = {'use_docker': False}
         default_user_config['stepfunctions'] = {'execute_state_machine': True}

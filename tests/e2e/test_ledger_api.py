@@ -90,3 +90,26 @@ def test_an_adjustment_with_bad_input_changes_nothing(stack: Stack):
             stack.invoke('AdjustCreditsFunction', {**event, **bad, 'business_id': json.dumps(bad)})
     assert user.get('/v1/me').json()['balance']['available'] == 0
     assert user.get('/v1/ledger').json()['items'] == []
+
+
+def test_the_reconcile_job_finds_every_account_balanced_and_flags_a_corrupted_one(stack: Stack):
+    # Given accounts with activity
+    users = [stack.sign_in() for _ in range(3)]
+    for user in users:
+        stack.adjust(user.account_id, 40)
+        stack.adjust(user.account_id, -15)
+    # When the scheduled reconcile job runs over every account
+    report = stack.invoke('ReconcileLedgerFunction', {'source': 'aws.events', 'detail-type': 'Scheduled Event'})
+    # Then it checked them all and found nothing wrong
+    assert report['checked'] >= len(users)
+    assert report['mismatched'] == []
+    # And when someone edits a balance outside the ledger, the job names that account
+    corrupted = users[0].account_id
+    stack.client('dynamodb').update_item(
+        TableName=stack.physical_id('LedgerTable'),
+        Key={'pk': {'S': f'ACCT#{corrupted}'}, 'sk': {'S': 'ACCOUNT'}},
+        UpdateExpression='SET available = :v',
+        ExpressionAttributeValues={':v': {'N': '1000'}},
+    )
+    report = stack.invoke('ReconcileLedgerFunction', {'account_ids': [u.account_id for u in users]})
+    assert report == {'checked': 3, 'mismatched': [corrupted]}

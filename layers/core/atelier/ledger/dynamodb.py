@@ -374,6 +374,19 @@ class DynamoDBLedgerStore:
             ):
                 yield _str(item, 'account_id'), _str(item, 'lot_id')
 
+    def account_ids(self) -> Iterator[str]:
+        paginator = self._client.get_paginator('scan')
+        pages = paginator.paginate(
+            TableName=self.table_name,
+            FilterExpression='sk = :account',
+            ExpressionAttributeValues={':account': _s('ACCOUNT')},
+            ProjectionExpression='pk',
+        )
+        with _store_call():
+            for page in pages:
+                for item in page.get('Items', []):
+                    yield _str(item, 'pk').removeprefix('ACCT#')
+
     # ------------------------------------------------------------ writes
 
     def set_plan(self, account_id: str, plan: str, now: datetime) -> bool:

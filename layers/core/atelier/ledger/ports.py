@@ -124,6 +124,10 @@ class LedgerStore(Protocol):
         """
         ...
 
+    def account_ids(self) -> Iterator[str]:
+        """Every account id (a full scan: for ops jobs such as reconciliation, never on a request path)."""
+        ...
+
     def set_plan(self, account_id: str, plan: str, now: datetime) -> bool:
         """Store the account's plan; False if there is no such account. Balances are not touched."""
         ...

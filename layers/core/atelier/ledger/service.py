@@ -18,7 +18,7 @@ import hmac
 import json
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -485,6 +485,10 @@ class Ledger:
         """The account's lots in spending order (for ops and reconciliation)."""
         lots = self._guarded(lambda: self._store.load_lots(account_id, open_only=open_only))
         return sorted(lots, key=rules.spend_order_key)
+
+    def account_ids(self) -> Iterator[str]:
+        """Every account id, for ops jobs (a full table scan)."""
+        return self._store.account_ids()
 
     def reconcile(self, account_id: str) -> Reconciliation:
         """Add up the account's entries, lots and open holds next to its stored balances.

@@ -1,0 +1,34 @@
+"""Scheduled (daily) and ops: check that every stored balance equals the sum of its ledger entries.
+
+Test event: tests/events/admin/reconcile_ledger.json (one account); ``{}`` checks every account.
+A mismatch is logged with both sides and counted in the ``LedgerMismatches`` metric, which alarms.
+"""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict
+
+from atelier.observability import logger, metrics
+from atelier.wiring import ledger
+
+
+class ReconcileLedger(BaseModel):
+    model_config = ConfigDict(extra='ignore')  # scheduled events carry EventBridge fields
+    account_ids: list[str] | None = None
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@event_parser(model=ReconcileLedger)
+def lambda_handler(event: ReconcileLedger, context: LambdaContext) -> dict[str, Any]:
+    checked, mismatched = 0, []
+    for account_id in event.account_ids or ledger().account_ids():
+        result = ledger().reconcile(account_id)
+        checked += 1
+        if not result.ok:
+            mismatched.append(account_id)
+            logger.error('ledger mismatch', account_id=account_id, reconciliation=result.model_dump(mode='json'))
+    metrics.add_metric(name='LedgerMismatches', unit='Count', value=len(mismatched))
+    return {'checked': checked, 'mismatched': mismatched}
