@@ -16,6 +16,7 @@ Start-up, in order:
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -161,6 +162,7 @@ class OfflineStack:
         default_user_config['lambda'] = {'use_docker': False}
         default_user_config['stepfunctions'] = {'execute_state_machine': True}
         _deploy_state_machines_to_the_executing_backend()
+        _serialize_dynamodb()
 
         runtime = self.runtime
 
@@ -297,6 +299,46 @@ def _deploy_state_machines_to_the_executing_backend() -> None:
     from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
     sfn_models.stepfunctions_backends = stepfunctions_parser_backends  # type: ignore[assignment]
+
+
+def _serialize_dynamodb() -> None:
+    """Make moto's DynamoDB atomic under concurrent requests, as DynamoDB is.
+
+    moto checks a transaction's conditions and applies its writes without a lock, so two concurrent
+    transactions can both pass ``available >= :amount`` and overspend (seen: 30 racing task creates on
+    credit for 3 accepted more than 3). One lock around every read and write makes each operation, and
+    each transaction, isolated: slower under contention, but the credit rules hold offline too.
+    """
+    from moto.dynamodb.models import DynamoDBBackend
+
+    if getattr(DynamoDBBackend, '_atelier_serialized', False):
+        return
+    lock = threading.RLock()
+    for name in (
+        'put_item',
+        'get_item',
+        'query',
+        'scan',
+        'update_item',
+        'delete_item',
+        'transact_write_items',
+        'transact_get_items',
+        'batch_write_item',
+        'batch_get_item',
+    ):
+        original = getattr(DynamoDBBackend, name, None)
+        if original is not None:
+            setattr(DynamoDBBackend, name, _locked(original, lock))
+    DynamoDBBackend._atelier_serialized = True  # type: ignore[attr-defined]
+
+
+def _locked(method: Callable[..., Any], lock: threading.RLock) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return method(*args, **kwargs)
+
+    return locked
 
 
 def _zip_dir(directory: Path) -> bytes:

@@ -1,0 +1,59 @@
+"""Credit safety under concurrency, over HTTP on the offline stack.
+
+The plan's concurrency limit (pro: 5 at once) and the balance both gate creation; each test makes one of
+them the binding constraint. (The integration suite also races 30 creates against credit for exactly 10,
+with a plan that allows 50, on moto and on DynamoDB Local.)
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from atelier.ledger import DynamoDBLedgerStore, Ledger
+from tests.e2e.conftest import Stack, User
+from tests.e2e.test_tasks_lifecycle import balance, create, funded, wait_final
+
+
+def pro_user(stack: Stack, credits: int) -> User:
+    user = funded(stack, credits)
+    Ledger(DynamoDBLedgerStore(stack.client('dynamodb'), stack.physical_id('LedgerTable'))).set_plan(
+        user.account_id, 'pro'
+    )
+    return user
+
+
+def race(user: User, model: str, count: int) -> list[httpx.Response]:
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(lambda n: create(user, model, key=f'race-{n}', prompt=f'fox {n}'), range(count)))
+
+
+def test_30_concurrent_creates_with_credit_for_3_accept_exactly_3(stack: Stack) -> None:
+    # Given a pro account (5 at once) with credit for exactly 3 image tasks (4 credits each)
+    user = pro_user(stack, 12)
+    # When 30 creates race
+    responses = race(user, 'mock/image', 30)
+    # Then exactly 3 are accepted and 27 refused for credit; the accepted ones run and spend exactly the 12
+    assert sorted(r.status_code for r in responses) == [202] * 3 + [402] * 27
+    assert {r.json()['error']['code'] for r in responses if r.status_code == 402} == {'insufficient_credits'}
+    for response in responses:
+        if response.status_code == 202:
+            assert wait_final(user, response.json()['id'])['status'] == 'succeeded'
+    assert balance(user) == {'available': 0, 'held': 0}
+
+
+def test_30_concurrent_creates_on_a_plan_of_5_accept_exactly_5(stack: Stack) -> None:
+    # Given a pro account with plenty of credit, and slow tasks that stay open
+    user = pro_user(stack, 1000)
+    # When 30 creates race
+    responses = race(user, 'mock/slow', 30)
+    # Then exactly 5 are accepted (the plan's limit) and 25 refused with 429; 5 holds are open
+    assert sorted(r.status_code for r in responses) == [202] * 5 + [429] * 25
+    accepted = [r.json() for r in responses if r.status_code == 202]
+    assert balance(user)['held'] == sum(task['credits']['held'] for task in accepted)
+    for task in accepted:
+        user.post(f'/v1/tasks/{task["id"]}/cancel')
+    for task in accepted:
+        assert wait_final(user, task['id'])['status'] == 'canceled'
+    assert balance(user) == {'available': 1000, 'held': 0}
