@@ -6,7 +6,6 @@ python -m infra.local [--port 3000]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import sys
 import threading
@@ -23,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or a process manager
+        signal.signal(signum, lambda *_: stopped.set())
     with LocalServer(port=args.port, welcome_credits=args.welcome_credits) as server:
         sys.stdout.write(
             f'\nAtelier is running offline (template.yaml on moto; AWS endpoint {server.stack.endpoint})\n'
@@ -38,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             'Ctrl-C stops it.\n'
         )
         sys.stdout.flush()
-        with contextlib.suppress(KeyboardInterrupt):
-            stopped.wait()
+        stopped.wait()
     sys.stdout.write('stopped\n')
     return 0
 
