@@ -52,7 +52,7 @@ unit: deps
 	$(PY) -m pytest tests/unit -q
 
 integration: deps
-	$(PY) -m pytest tests/integration -q -n $(PYTEST_WORKERS)
+	$(PY) -m pytest tests/integration tests/contract -q -n $(PYTEST_WORKERS)
 
 e2e: deps
 	$(PY) -m pytest tests/e2e -q
@@ -60,7 +60,7 @@ e2e: deps
 # -v on the slower suites so the log names what ran (the ledger model and DynamoDB Local concurrency tests).
 test: lint typecheck cfn-lint
 	$(PY) -m pytest tests/unit -q
-	$(PY) -m pytest tests/integration -v -n $(PYTEST_WORKERS) --durations=10
+	$(PY) -m pytest tests/integration tests/contract -v -n $(PYTEST_WORKERS) --durations=10
 	$(PY) -m pytest tests/e2e -v --durations=10
 
 # ---------------------------------------------------------------- generated files

@@ -26,6 +26,7 @@ PAYMENT_FUNCTIONS_PREFIXES = (
     'functions.stripe_webhook',
     'functions.revenuecat_webhook',
     'functions.replay_payment_event',
+    'functions.backfill_payments',
 )
 
 _PROBE = """

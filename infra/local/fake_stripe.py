@@ -1,10 +1,11 @@
-"""A fake Stripe API on 127.0.0.1, enough for Checkout: what the stripe SDK talks to offline.
+"""A fake Stripe API on 127.0.0.1, enough for Checkout and the Events API: what the stripe SDK talks to offline.
 
     fake = FakeStripeServer()            # host='127.0.0.1', port=0 (a free port)
     base = fake.start()                  # 'http://127.0.0.1:PORT' -> STRIPE_API_BASE / StripeApiBase
     ...
     fake.sessions                        # every Checkout Session created, in order
     event = fake.completed_event(session_id)   # a checkout.session.completed event for it, to sign and post
+    fake.add_event(event, delivered=False)     # what GET /v1/events lists (a webhook that never arrived)
     fake.stop()
 
 It speaks the real wire format: form-encoded ``POST /v1/checkout/sessions`` (nested ``a[b][0][c]=`` keys),
@@ -13,12 +14,20 @@ It speaks the real wire format: form-encoded ``POST /v1/checkout/sessions`` (nes
 envelope, ``GET /v1/checkout/sessions/{id}``, and a hosted page at the session's ``url``. Prices it knows
 (``prices``: id -> (amount, currency); by default the test prices of the commerce catalog) fill
 ``amount_total``; an unknown price is refused like Stripe does.
+
+``GET /v1/events`` lists the events a test added (``add_event``), newest first (by ``created``, then the
+latest added), with Stripe's filters ``delivery_success`` (``false``: events not delivered to every
+endpoint), ``created[gt|gte|lt|lte]`` (or ``created=<ts>``), ``type`` (``*`` wildcards) and ``types[]``,
+and cursor pagination (``limit`` 1..100, default 10; ``starting_after`` / ``ending_before``; ``has_more``).
+``GET /v1/events/{id}`` returns one. ``page_size`` caps every page, to exercise pagination with few events.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
+import operator
 import secrets
 import threading
 import time
@@ -43,6 +52,8 @@ class FakeStripeServer:
         self.prices = _catalog_prices() if prices is None else dict(prices)
         self.sessions: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []  # {'event': ..., 'delivered': bool}, in the order added
+        self.page_size: int | None = None
         self.base_url = ''
         self._by_id: dict[str, dict[str, Any]] = {}
         self._idempotent: dict[str, tuple[str, int, dict[str, Any]]] = {}
@@ -60,8 +71,8 @@ class FakeStripeServer:
 
         self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self._server.daemon_threads = True
-        host, port = self._server.server_address[:2]
-        self.base_url = f'http://{host}:{port}'
+        port = int(self._server.server_address[1])
+        self.base_url = f'http://{self.host}:{port}'
         self._thread = threading.Thread(target=self._server.serve_forever, name='fake-stripe', daemon=True)
         self._thread.start()
         return self.base_url
@@ -109,7 +120,47 @@ class FakeStripeServer:
             'data': {'object': session},
         }
 
+    def add_event(self, event: dict[str, Any], *, delivered: bool = False) -> dict[str, Any]:
+        """Make ``event`` part of the account's event log (``delivered``: every webhook endpoint got it)."""
+        with self._lock:
+            self.events.append({'event': json.loads(json.dumps(event)), 'delivered': delivered})
+        return event
+
     # ---------------------------------------------------------------- API
+    def _list_events(self, query: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        try:
+            limit = int(query.get('limit', 10))
+        except ValueError:
+            return 400, _error('invalid_request_error', 'Invalid integer: limit', param='limit')
+        if not 1 <= limit <= 100:
+            return 400, _error('invalid_request_error', 'limit must be between 1 and 100.', param='limit')
+        if self.page_size:
+            limit = min(limit, self.page_size)
+        with self._lock:
+            ordered = list(enumerate(self.events))
+        ordered.sort(key=lambda pair: (pair[1]['event'].get('created', 0), pair[0]), reverse=True)
+        log = [item for _, item in ordered]
+        ids = [item['event'].get('id') for item in log]
+        for cursor in ('starting_after', 'ending_before'):
+            if query.get(cursor) and query[cursor] not in ids:
+                return 400, _error('resource_missing', f"No such event: '{query[cursor]}'", param=cursor)
+        if query.get('starting_after'):
+            log = log[ids.index(query['starting_after']) + 1 :]
+        elif query.get('ending_before'):
+            log = log[: ids.index(query['ending_before'])]
+        events = [item['event'] for item in log if _event_matches(item, query)]
+        backwards = bool(query.get('ending_before')) and not query.get('starting_after')
+        page = events[-limit:] if backwards else events[:limit]
+        has_more = len(events) > limit
+        return 200, {'object': 'list', 'data': page, 'has_more': has_more, 'url': '/v1/events'}
+
+    def _get_event(self, event_id: str) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            found = next((item['event'] for item in self.events if item['event'].get('id') == event_id), None)
+        if found is None:
+            return 404, _error('resource_missing', f"No such event: '{event_id}'")
+        return 200, found
+
     def _create_session(self, params: dict[str, Any], idempotency_key: str | None) -> tuple[int, dict[str, Any]]:
         digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
         with self._lock:
@@ -206,8 +257,17 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith('/c/pay/'):
             self._page(path.removeprefix('/c/pay/'))
             return
-        self._record('GET', path, {})
+        query = decode_form(urlsplit(self.path).query)
+        self._record('GET', path, query)
         if not self._authorized():
+            return
+        if path == '/v1/events':
+            status, body = self.server_fake._list_events(query)
+            self._json(status, body)
+            return
+        if path.startswith('/v1/events/'):
+            status, body = self.server_fake._get_event(path.rsplit('/', 1)[-1])
+            self._json(status, body)
             return
         if path.startswith('/v1/checkout/sessions/'):
             status, body = self.server_fake._get_session(path.rsplit('/', 1)[-1])
@@ -278,6 +338,27 @@ def decode_form(raw: str) -> dict[str, Any]:
                     node[part] = nxt
                 node = node[part]
     return root
+
+
+def _event_matches(item: dict[str, Any], query: dict[str, Any]) -> bool:
+    """Stripe's list filters for events: ``delivery_success``, ``created``, ``type`` and ``types[]``."""
+    event = item['event']
+    delivery = query.get('delivery_success')
+    if delivery in ('true', 'false') and item['delivered'] != (delivery == 'true'):
+        return False
+    created = int(event.get('created') or 0)
+    bounds = query.get('created')
+    if isinstance(bounds, dict):
+        compare = {'gt': operator.gt, 'gte': operator.ge, 'lt': operator.lt, 'lte': operator.le}
+        if not all(compare[op](created, int(raw)) for op, raw in bounds.items() if op in compare):
+            return False
+    elif isinstance(bounds, str) and bounds and created != int(bounds):
+        return False
+    kind = str(event.get('type'))
+    if isinstance(query.get('type'), str) and not fnmatch.fnmatchcase(kind, query['type']):
+        return False
+    types = query.get('types')
+    return not (isinstance(types, list) and types and kind not in types)
 
 
 def _error(kind: str, message: str, *, param: str | None = None) -> dict[str, Any]:

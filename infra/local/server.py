@@ -45,6 +45,7 @@ class LocalServer:
     def start(self) -> LocalServer:
         mount_code()
         from atelier.providers.mock.server import MockProviderServer
+        from infra.local.fake_revenuecat import FakeRevenueCatServer
         from infra.local.fake_stripe import FakeStripeServer
 
         self.stack = OfflineStack(schedule_seconds=self.schedule_seconds, **self.stack_options)
@@ -55,12 +56,14 @@ class LocalServer:
             webhook_secret=LOCAL_SECRETS['provider-webhook-secret-mock'],
         )
         self.services['stripe'] = FakeStripeServer()
+        self.services['revenuecat'] = FakeRevenueCatServer(api_key=LOCAL_SECRETS['revenuecat-api-key'])
         urls = {name: service.start() for name, service in self.services.items()}
         self.stack.parameters.update(
             {
                 'PublicApiUrl': self.url,
                 'MockProviderUrl': urls['mock_provider'],
                 'StripeApiBase': urls['stripe'],
+                'RevenueCatApiBase': urls['revenuecat'],
                 **self.parameters,
             }
         )

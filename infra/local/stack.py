@@ -43,6 +43,7 @@ LOCAL_SECRETS: dict[str, str] = {
     'stripe-webhook-secret': 'whsec_atelier_local',
     'stripe-api-key': 'sk_test_atelier_local',
     'revenuecat-webhook-auth': 'rc_atelier_local',
+    'revenuecat-api-key': 'rc_api_atelier_local',
     'provider-webhook-secret-mock': 'mock_atelier_local',
 }
 

@@ -133,3 +133,22 @@ def test_packs_are_listed(stack: Stack):
     response = user.get('/v1/packs')
     assert response.status_code == 200
     assert [p['id'] for p in response.json()['packs']] == ['pack_100', 'pack_500']
+
+
+def test_a_lost_stripe_webhook_is_recovered_by_the_backfill_job_once(stack: Stack):
+    # Given a user who paid for pack_100, but whose webhook never reached Atelier (Stripe logged it undelivered)
+    user = stack.sign_in()
+    checkout = user.post('/v1/checkout', json={'pack_id': 'pack_100'})
+    fake = stack.server.services['stripe']
+    lost = fake.add_event(fake.completed_event(checkout.json()['session_id']), delivered=False)
+    assert me(user)['balance']['available'] == 0
+    # When the daily backfill job runs (its scheduled event), twice
+    scheduled = {'source': 'aws.events', 'detail-type': 'Scheduled Event', 'detail': {}}
+    first = stack.invoke('BackfillPaymentsFunction', scheduled)
+    second = stack.invoke('BackfillPaymentsFunction', scheduled)
+    # Then the pack is granted exactly once, and the late webhook changes nothing either
+    assert me(user)['balance'] == {'available': 100, 'held': 0}
+    assert post_stripe(stack, lost).status_code == 200
+    assert [(e['kind'], e['amount']) for e in ledger_of(user)] == [('grant', 100)]
+    assert (first['stripe']['processed'], first['stripe']['duplicate']) == (1, 0)
+    assert (second['stripe']['processed'], second['stripe']['duplicate']) == (0, 1)

@@ -35,6 +35,7 @@ SECRETS = {
     'stripe-webhook-secret': STRIPE_SECRET,
     'stripe-api-key': 'sk_test_atelier_local',
     'revenuecat-webhook-auth': RC_AUTH,
+    'revenuecat-api-key': 'rc_api_atelier_local',
 }
 
 
@@ -111,6 +112,11 @@ class World:
         from functions.replay_payment_event.app import lambda_handler
 
         return lambda_handler(request, LambdaContext(function_name='replay_payment_event'))
+
+    def backfill(self, request: dict[str, Any]) -> Any:
+        from functions.backfill_payments.app import lambda_handler
+
+        return lambda_handler(request, LambdaContext(function_name='backfill_payments'))
 
     # ---------------------------------------------------------------- what a user would see
     def get(self, account_id: str) -> Account:

@@ -53,3 +53,10 @@ class StateContended(PaymentsUnavailable):
     """A payment state item kept changing under us past the retry budget."""
 
     code = 'payment_state_contended'
+
+
+class ProviderRefused(DomainError):
+    """A provider API answered 4xx to a backfill request (a bad key, a bad id): retrying it will not help."""
+
+    kind = ErrorKind.UNAVAILABLE
+    code = 'payments_provider_refused'

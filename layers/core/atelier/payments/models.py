@@ -73,3 +73,86 @@ class ReplayResult(BaseModel):
     event_id: str
     status: str = Field(description='processed | ignored | parked | rejected | failed')
     detail: str = ''
+
+
+# ---------------------------------------------------------------- backfill (BackfillPaymentsFunction)
+
+
+class StripeBackfill(BaseModel):
+    """Stripe events from the Events API (the last 30 days), applied like webhook deliveries."""
+
+    model_config = ConfigDict(extra='forbid')
+
+    since: int | None = Field(default=None, ge=0, description='Only events created at or after (unix seconds).')
+    undelivered_only: bool = Field(
+        default=True, description='Only events whose webhook deliveries did not all succeed (delivery_success=false).'
+    )
+    starting_after: str | None = Field(default=None, max_length=255, description='Resume after this event id.')
+    max_events: int = Field(default=1000, gt=0, le=10_000)
+
+
+class RevenueCatBackfill(BaseModel):
+    """RevenueCat subscribers (``GET /v1/subscribers/{id}``) reconciled with the ledger."""
+
+    model_config = ConfigDict(extra='forbid')
+
+    app_user_ids: list[str] = Field(min_length=1, max_length=100)
+
+
+class BackfillRequest(BaseModel):
+    """``{"stripe": {...}}`` and/or ``{"revenuecat": {"app_user_ids": [...]}}``."""
+
+    model_config = ConfigDict(extra='forbid')
+
+    stripe: StripeBackfill | None = None
+    revenuecat: RevenueCatBackfill | None = None
+
+    @model_validator(mode='after')
+    def _something(self) -> BackfillRequest:
+        if self.stripe is None and self.revenuecat is None:
+            raise ValueError('give stripe and/or revenuecat')
+        return self
+
+    @classmethod
+    def from_event(cls, event: dict[str, object]) -> BackfillRequest:
+        """The request in a Lambda event; a bare EventBridge schedule event means the default Stripe backfill."""
+        if event.get('source') == 'aws.events' and event.get('detail-type') == 'Scheduled Event':
+            return cls(stripe=StripeBackfill())
+        return cls.model_validate(event)
+
+
+class BackfillTally(BaseModel):
+    """What became of the events a backfill applied (``duplicate``: already settled, nothing changed)."""
+
+    events: int = 0
+    processed: int = 0
+    duplicate: int = 0
+    ignored: int = 0
+    parked: int = 0
+    rejected: int = 0
+    failed: int = 0
+    errors: list[str] = Field(default_factory=list, description='The first problems met, for ops.')
+
+    def count(self, status: str) -> None:
+        self.events += 1
+        setattr(self, status, getattr(self, status) + 1)
+
+    def problem(self, text: str) -> None:
+        if len(self.errors) < 20:
+            self.errors.append(text[:300])
+
+
+class StripeBackfillResult(BackfillTally):
+    more: bool = Field(default=False, description='Stopped at max_events; run again with resume_after.')
+    resume_after: str | None = None
+
+
+class RevenueCatBackfillResult(BackfillTally):
+    subscribers: int = Field(default=0, description='Subscribers fetched from RevenueCat.')
+    subscribers_failed: int = Field(default=0, description='Subscribers RevenueCat could not give now (retry).')
+    unmatched: int = Field(default=0, description='Purchases without a store transaction id (cannot be matched).')
+
+
+class BackfillResult(BaseModel):
+    stripe: StripeBackfillResult | None = None
+    revenuecat: RevenueCatBackfillResult | None = None

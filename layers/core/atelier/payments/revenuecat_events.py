@@ -18,9 +18,13 @@ from typing import Any
 from atelier.payments.book import PaymentBook
 from atelier.payments.errors import ModeMismatch
 from atelier.payments.inbox import Outcome
-from atelier.payments.state import GrantFact, PaymentState, Subscription
+from atelier.payments.state import AccountPlanState, GrantFact, PaymentState, Subscription
 
 ANONYMOUS_PREFIX = '$RCAnonymousID:'
+
+#: Present on the events the reconciliation (:mod:`atelier.payments.backfill`) derives from ``GET /subscribers``:
+#: where they came from, and whether the subscription key is provisional. Real webhooks never carry it.
+BACKFILL_FIELD = 'atelier_backfill'
 
 Handler = Callable[[dict[str, Any], str], Outcome]
 
@@ -110,8 +114,10 @@ class RevenueCatEvents:
             entitled=True,
             event_at=_int(event.get('event_timestamp_ms')) or 0,
             period_end=period_end or None,
+            product=product.id,
+            provisional=_provisional(event),
         )
-        self._book.apply_plan(account_id, lambda s: s.with_subscription(sub_key, report))
+        self._book.apply_plan(account_id, _reporting(sub_key, report))
         if event.get('period_type') == 'TRIAL' and not self._catalog.policy.trial_grants_credits:
             return Outcome('processed', f'{plan.id} trial: plan on, no credits', account_id)
         credits = 0
@@ -144,7 +150,11 @@ class RevenueCatEvents:
             )
             return _reversal_outcome(state, 'refunded by the store', account_id)
         event_at = _int(event.get('event_timestamp_ms')) or 0
-        self._book.apply_plan(account_id, lambda s: s.with_renewal_off(_subscription_key(event), event_at))
+        sub_key, product = _subscription_key(event), self._catalog.store_product(_str(event.get('product_id')))
+        self._book.apply_plan(
+            account_id,
+            lambda s: s.with_key_adopted(sub_key, product.id if product else None).with_renewal_off(sub_key, event_at),
+        )
         return Outcome('processed', f'auto-renew off ({event.get("cancel_reason")}); credits and plan kept', account_id)
 
     def _refund_reversed(self, event: dict[str, Any], account_id: str) -> Outcome:
@@ -172,8 +182,10 @@ class RevenueCatEvents:
             event_at=_int(event.get('event_timestamp_ms')) or 0,
             period_end=(_int(event.get('expiration_at_ms')) or 0) // 1000 or None,
             will_renew=False,
+            product=product.id,
+            provisional=_provisional(event),
         )
-        state = self._book.apply_plan(account_id, lambda s: s.with_subscription(_subscription_key(event), report))
+        state = self._book.apply_plan(account_id, _reporting(_subscription_key(event), report))
         return Outcome('processed', f'subscription expired; plan {self._book.plan_of(state)}; credits kept', account_id)
 
     def _product_change(self, event: dict[str, Any], account_id: str) -> Outcome:
@@ -206,6 +218,23 @@ class RevenueCatEvents:
             if not anonymous and self._book.account_exists(candidate):
                 return str(candidate)
         return None
+
+
+def _reporting(key: str, report: Subscription) -> Callable[[AccountPlanState], AccountPlanState]:
+    """The change that records ``report`` under ``key`` (a store report first adopts a provisional key)."""
+
+    def change(state: AccountPlanState) -> AccountPlanState:
+        if not report.provisional:
+            state = state.with_key_adopted(key, report.product)
+        return state.with_subscription(key, report)
+
+    return change
+
+
+def _provisional(event: dict[str, Any]) -> bool:
+    """Whether a reconciled report (``BACKFILL_FIELD``) could not name the subscription's original transaction."""
+    marker = event.get(BACKFILL_FIELD)
+    return isinstance(marker, dict) and bool(marker.get('provisional_subscription'))
 
 
 def _subscription_key(event: dict[str, Any]) -> str:

@@ -13,7 +13,13 @@ import time
 from functools import cache
 from typing import Any
 
-from atelier.config import REVENUECAT_WEBHOOK_AUTH, STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET, Settings
+from atelier.config import (
+    REVENUECAT_API_KEY,
+    REVENUECAT_WEBHOOK_AUTH,
+    STRIPE_API_KEY,
+    STRIPE_WEBHOOK_SECRET,
+    Settings,
+)
 from atelier.errors import DomainError, NotFound
 from atelier.observability import logger
 from atelier.payments.book import PaymentBook
@@ -21,6 +27,8 @@ from atelier.payments.catalog import CommerceCatalog, Mode, load_commerce_catalo
 from atelier.payments.errors import AlreadySubscribed, MalformedEvent, ModeMismatch, UnknownItem, WebhookUnauthorized
 from atelier.payments.inbox import Outcome, PaymentInbox, WebhookAck
 from atelier.payments.models import (
+    BackfillRequest,
+    BackfillResult,
     CheckoutIn,
     CheckoutOut,
     PackOut,
@@ -28,6 +36,8 @@ from atelier.payments.models import (
     PlanOut,
     ReplayRequest,
     ReplayResult,
+    RevenueCatBackfillResult,
+    StripeBackfillResult,
 )
 from atelier.payments.ports import CreditLedger, LedgerAccountPlans, PlanWriter
 from atelier.payments.revenuecat_events import RevenueCatEvents, authorization_matches
@@ -111,6 +121,47 @@ class Payments:
         from atelier.payments.stripe_events import StripeEvents
 
         return StripeEvents(self._book, live=self._settings.payments_live_mode)
+
+    # ---------------------------------------------------------------- backfill
+    def backfill(self, request: BackfillRequest) -> BackfillResult:
+        """Ops and schedule: apply what Stripe's Events API and RevenueCat's subscribers know (see ``backfill``)."""
+        from atelier.payments.backfill import PaymentsBackfill
+
+        stripe_events = self._stripe_events()
+        job = PaymentsBackfill(
+            self._inbox,
+            self._book,
+            stripe_apply=stripe_events.apply,
+            stripe_types=stripe_events.types,
+            revenuecat_apply=self._revenuecat.apply,
+        )
+        result = BackfillResult()
+        if request.stripe is not None:
+            from atelier.payments.stripe_gateway import StripeEventLog
+
+            stripe_key = self._secret(STRIPE_API_KEY)
+            if stripe_key is None:
+                result.stripe = StripeBackfillResult(more=True, errors=[f'secret {STRIPE_API_KEY} is not configured'])
+            else:
+                log = StripeEventLog(api_key=stripe_key, api_base=self._settings.stripe_api_base)
+                result.stripe = job.stripe(request.stripe, log)
+        if request.revenuecat is not None:
+            from atelier.payments.revenuecat_api import RevenueCatApi
+
+            rc_key = self._secret(REVENUECAT_API_KEY)
+            if rc_key is None:
+                result.revenuecat = RevenueCatBackfillResult(
+                    subscribers_failed=len(request.revenuecat.app_user_ids),
+                    errors=[f'secret {REVENUECAT_API_KEY} is not configured'],
+                )
+            else:
+                api = RevenueCatApi(
+                    api_key=rc_key,
+                    api_base=self._settings.revenuecat_api_base,
+                    sandbox=not self._settings.payments_live_mode,
+                )
+                result.revenuecat = job.revenuecat(request.revenuecat, api)
+        return result
 
     # ---------------------------------------------------------------- selling
     def packs(self) -> PacksOut:

@@ -203,6 +203,10 @@ class Subscription(_Model):
     event_at: int = 0  # epoch milliseconds of the provider event that reported this status
     period_end: int | None = None  # epoch seconds
     will_renew: bool = True
+    product: str | None = None  # the catalog's store product (RevenueCat), to match reconciled reports
+    #: Keyed by a RevenueCat reconciliation that did not know the subscription's original transaction
+    #: (``GET /subscribers`` does not report it); the first store report of the same product adopts it.
+    provisional: bool = False
 
 
 class AccountPlanState(_Model):
@@ -236,6 +240,25 @@ class AccountPlanState(_Model):
             return self
         updated = current.model_copy(update={'will_renew': False, 'event_at': event_at})
         return self.model_copy(update={'subscriptions': {**self.subscriptions, key: updated}}, deep=True)
+
+    def with_key_adopted(self, key: str, product: str | None) -> AccountPlanState:
+        """A provisional subscription of ``product`` becomes ``key`` (the key its store reports use).
+
+        Its period grants move along, so that a later invoice of the same period is still recognised.
+        """
+        if product is None or key in self.subscriptions:
+            return self
+        found = next((k for k, s in self.subscriptions.items() if s.provisional and s.product == product), None)
+        if found is None:
+            return self
+        subscriptions = {k: v for k, v in self.subscriptions.items() if k != found}
+        subscriptions[key] = self.subscriptions[found].model_copy(update={'provisional': False})
+        prefix = f'{found}@'
+        period_grants = {
+            (f'{key}@{period.removeprefix(prefix)}' if period.startswith(prefix) else period): credits
+            for period, credits in self.period_grants.items()
+        }
+        return self.model_copy(update={'subscriptions': subscriptions, 'period_grants': period_grants}, deep=True)
 
     def without_subscriptions(self, keys: set[str]) -> AccountPlanState:
         if not keys & self.subscriptions.keys():

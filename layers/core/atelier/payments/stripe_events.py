@@ -46,6 +46,11 @@ class StripeEvents:
             'charge.dispute.closed': self._dispute,
         }
 
+    @property
+    def types(self) -> tuple[str, ...]:
+        """The event types that change something (what the backfill asks the Events API for)."""
+        return tuple(self._handlers)
+
     def apply(self, event: dict[str, Any]) -> Outcome:
         if bool(event.get('livemode')) != self._live:
             if self._live:

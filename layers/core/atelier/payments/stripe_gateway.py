@@ -4,11 +4,15 @@
   ``"{t}.{body}"``, any of several ``v1`` signatures, timestamps older than the tolerance refused).
 - :class:`StripeCheckout`: creates Checkout Sessions through a ``StripeClient`` whose API base address comes
   from settings (``STRIPE_API_BASE``: the local fake Stripe offline, the real API when empty).
+- :class:`StripeEventLog`: pages through the Events API (``GET /v1/events``: the last 30 days, optionally only
+  the events whose webhook deliveries did not all succeed), for the backfill.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -61,6 +65,53 @@ class StripeCheckout:
                 'Checkout is not available right now; try again.', code='checkout_unavailable'
             ) from exc
         return {'id': session.id, 'url': session.url}
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """One page of ``GET /v1/events`` (newest first): the events as Stripe rendered them, and whether more follow."""
+
+    events: list[dict[str, Any]]
+    has_more: bool
+
+
+class StripeEventLog:
+    """Lists Stripe events through a ``StripeClient`` (the same API base and key as checkout)."""
+
+    def __init__(self, *, api_key: str, api_base: str = '') -> None:
+        self._client = _client(api_key, api_base.rstrip('/'))
+
+    def page(
+        self,
+        *,
+        types: Sequence[str],
+        since: int | None = None,
+        undelivered_only: bool = True,
+        starting_after: str | None = None,
+        limit: int = 100,
+    ) -> EventPage:
+        """One page of events of ``types``, created at or after ``since``, after the cursor ``starting_after``.
+
+        ``undelivered_only`` asks for ``delivery_success=false``: events still pending or that failed every
+        delivery attempt to some endpoint. Stripe keeps events for 30 days.
+        """
+        params: dict[str, Any] = {'limit': max(1, min(limit, 100)), 'types': list(types)}
+        if undelivered_only:
+            params['delivery_success'] = False
+        if since is not None:
+            params['created'] = {'gte': since}
+        if starting_after:
+            params['starting_after'] = starting_after
+        try:
+            listing = self._client.v1.events.list(params=params)  # type: ignore[arg-type]
+        except stripe.StripeError as exc:
+            raise PaymentsUnavailable(
+                'The Stripe Events API is not available right now; try again.', code='stripe_events_unavailable'
+            ) from exc
+        raw = listing.last_response.data if listing.last_response is not None else listing.to_dict()
+        body: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        events = [dict(e) for e in body.get('data') or [] if isinstance(e, dict) and isinstance(e.get('id'), str)]
+        return EventPage(events=events, has_more=bool(body.get('has_more')) and bool(events))
 
 
 @cache

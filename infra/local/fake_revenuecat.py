@@ -1,0 +1,160 @@
+"""A fake RevenueCat REST API v1 on 127.0.0.1: ``GET /v1/subscribers/{app_user_id}``, what the backfill reads.
+
+    fake = FakeRevenueCatServer()        # host='127.0.0.1', port=0 (a free port)
+    base = fake.start()                  # 'http://127.0.0.1:PORT' -> REVENUECAT_API_BASE / RevenueCatApiBase
+    fake.set_subscriber('acc_1', {'subscriptions': {...}, 'non_subscriptions': {...}})
+    fake.fail('acc_2', status=503)       # the next requests for acc_2 answer 503 (times=None: always)
+    ...
+    fake.requests                        # every request: method, path, app_user_id, headers
+    fake.stop()
+
+The response is RevenueCat's envelope ``{"request_date", "request_date_ms", "subscriber": {...}}``; the
+subscriber object gets RevenueCat's defaults for what the test leaves out (``entitlements``,
+``first_seen``, ``original_app_user_id``, ``subscriptions``, ``non_subscriptions``, ...). Like RevenueCat's
+"get or create", an unknown app user id answers an empty subscriber. ``Authorization: Bearer <key>`` is
+required (``api_key``: that exact key; None: any non-empty key); otherwise 401.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+LOCAL_API_KEY = 'rc_api_atelier_local'
+
+
+class FakeRevenueCatServer:
+    def __init__(self, host: str = '127.0.0.1', port: int = 0, *, api_key: str | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.api_key = api_key
+        self.base_url = ''
+        self.requests: list[dict[str, Any]] = []
+        self._subscribers: dict[str, dict[str, Any]] = {}
+        self._failures: dict[str, tuple[int, int | None]] = {}
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> str:
+        """Serve on a daemon thread; return the base URL to give the backfill."""
+        fake = self
+
+        class Handler(_Handler):
+            server_fake = fake
+
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._server.daemon_threads = True
+        port = int(self._server.server_address[1])
+        self.base_url = f'http://{self.host}:{port}'
+        self._thread = threading.Thread(target=self._server.serve_forever, name='fake-revenuecat', daemon=True)
+        self._thread.start()
+        return self.base_url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeRevenueCatServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- test helpers
+    def set_subscriber(self, app_user_id: str, subscriber: dict[str, Any]) -> None:
+        """What ``GET /v1/subscribers/{app_user_id}`` answers from now on (the ``subscriber`` object)."""
+        with self._lock:
+            self._subscribers[app_user_id] = json.loads(json.dumps(subscriber))
+
+    def fail(self, app_user_id: str, *, status: int = 503, times: int | None = 1) -> None:
+        """The next ``times`` requests for ``app_user_id`` (None: all of them) answer ``status``."""
+        with self._lock:
+            self._failures[app_user_id] = (status, times)
+
+    # ---------------------------------------------------------------- API
+    def _subscriber(self, app_user_id: str) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            failure = self._failures.get(app_user_id)
+            if failure is not None:
+                status, times = failure
+                if times is not None:
+                    if times <= 1:
+                        del self._failures[app_user_id]
+                    else:
+                        self._failures[app_user_id] = (status, times - 1)
+                return status, {'message': 'Injected failure.'}
+            given = json.loads(json.dumps(self._subscribers.get(app_user_id, {})))
+        now = time.time()
+        subscriber = {
+            'entitlements': {},
+            'first_seen': _iso(now),
+            'last_seen': _iso(now),
+            'management_url': None,
+            'non_subscriptions': {},
+            'original_app_user_id': app_user_id,
+            'original_application_version': None,
+            'original_purchase_date': None,
+            'other_purchases': {},
+            'subscriptions': {},
+            **given,
+        }
+        return 200, {'request_date': _iso(now), 'request_date_ms': int(now * 1000), 'subscriber': subscriber}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_fake: FakeRevenueCatServer
+    protocol_version = 'HTTP/1.1'
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        return
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        prefix = '/v1/subscribers/'
+        app_user_id = unquote(path.removeprefix(prefix)) if path.startswith(prefix) else None
+        wanted = ('Authorization', 'X-Is-Sandbox', 'X-Platform', 'Accept')
+        headers = {k: v for k, v in self.headers.items() if k in wanted}
+        with self.server_fake._lock:
+            self.server_fake.requests.append(
+                {'method': 'GET', 'path': path, 'app_user_id': app_user_id, 'headers': headers}
+            )
+        if not self._authorized():
+            return
+        if app_user_id is None or not app_user_id or '/' in app_user_id:
+            self._json(404, {'message': f'Unrecognized request URL (GET: {path}).'})
+            return
+        status, body = self.server_fake._subscriber(app_user_id)
+        self._json(status, body)
+
+    def _authorized(self) -> bool:
+        scheme, _, key = (self.headers.get('Authorization') or '').partition(' ')
+        expected = self.server_fake.api_key
+        ok = scheme == 'Bearer' and bool(key) and (key == expected if expected else True)
+        if not ok:
+            self._json(401, {'message': 'Invalid API key.'})
+        return ok
+
+    def _json(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
