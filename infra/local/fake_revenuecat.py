@@ -21,57 +21,25 @@ import json
 import threading
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from infra.local.http_service import LocalHTTPService
 
 LOCAL_API_KEY = 'rc_api_atelier_local'
 
 
-class FakeRevenueCatServer:
+class FakeRevenueCatServer(LocalHTTPService):
+    thread_name = 'fake-revenuecat'
+
     def __init__(self, host: str = '127.0.0.1', port: int = 0, *, api_key: str | None = None) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self.api_key = api_key
-        self.base_url = ''
         self.requests: list[dict[str, Any]] = []
         self._subscribers: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, tuple[int, int | None]] = {}
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # ---------------------------------------------------------------- lifecycle
-    def start(self) -> str:
-        """Serve on a daemon thread; return the base URL to give the backfill."""
-        fake = self
-
-        class Handler(_Handler):
-            server_fake = fake
-
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._server.daemon_threads = True
-        port = int(self._server.server_address[1])
-        self.base_url = f'http://{self.host}:{port}'
-        self._thread = threading.Thread(target=self._server.serve_forever, name='fake-revenuecat', daemon=True)
-        self._thread.start()
-        return self.base_url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeRevenueCatServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ---------------------------------------------------------------- test helpers
     def set_subscriber(self, app_user_id: str, subscriber: dict[str, Any]) -> None:
@@ -158,3 +126,6 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+FakeRevenueCatServer.handler = _Handler

@@ -32,12 +32,16 @@ import secrets
 import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from infra.local.http_service import LocalHTTPService
 
-class FakeStripeServer:
+
+class FakeStripeServer(LocalHTTPService):
+    thread_name = 'fake-stripe'
+
     def __init__(
         self,
         host: str = '127.0.0.1',
@@ -46,52 +50,16 @@ class FakeStripeServer:
         api_key: str | None = None,
         prices: dict[str, tuple[int, str]] | None = None,
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self.api_key = api_key  # None: any sk_test_/sk_live_ key is accepted
         self.prices = _catalog_prices() if prices is None else dict(prices)
         self.sessions: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []  # {'event': ..., 'delivered': bool}, in the order added
         self.page_size: int | None = None
-        self.base_url = ''
         self._by_id: dict[str, dict[str, Any]] = {}
         self._idempotent: dict[str, tuple[str, int, dict[str, Any]]] = {}
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # ---------------------------------------------------------------- lifecycle
-    def start(self) -> str:
-        """Serve on a daemon thread; return the base URL to give the stripe SDK."""
-        fake = self
-
-        class Handler(_Handler):
-            server_fake = fake
-
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._server.daemon_threads = True
-        port = int(self._server.server_address[1])
-        self.base_url = f'http://{self.host}:{port}'
-        self._thread = threading.Thread(target=self._server.serve_forever, name='fake-stripe', daemon=True)
-        self._thread.start()
-        return self.base_url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeStripeServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ---------------------------------------------------------------- test helpers
     def session(self, session_id: str) -> dict[str, Any]:
@@ -382,3 +350,6 @@ def _catalog_prices() -> dict[str, tuple[int, str]]:
         {p.stripe_prices.test: (p.amount or 0, p.currency) for p in catalog.plans if p.stripe_prices is not None}
     )
     return prices
+
+
+FakeStripeServer.handler = _Handler
