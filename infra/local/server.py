@@ -45,6 +45,7 @@ class LocalServer:
     def start(self) -> LocalServer:
         mount_code()
         from atelier.providers.mock.server import MockProviderServer
+        from infra.local.cog_server import CogModelServer
         from infra.local.fake_revenuecat import FakeRevenueCatServer
         from infra.local.fake_stripe import FakeStripeServer
 
@@ -57,6 +58,7 @@ class LocalServer:
         )
         self.services['stripe'] = FakeStripeServer()
         self.services['revenuecat'] = FakeRevenueCatServer(api_key=LOCAL_SECRETS['revenuecat-api-key'])
+        self.services['cog'] = CogModelServer()
         urls = {name: service.start() for name, service in self.services.items()}
         self.stack.parameters.update(
             {
@@ -64,6 +66,7 @@ class LocalServer:
                 'MockProviderUrl': urls['mock_provider'],
                 'StripeApiBase': urls['stripe'],
                 'RevenueCatApiBase': urls['revenuecat'],
+                'CogProviderUrl': urls['cog'],
                 **self.parameters,
             }
         )

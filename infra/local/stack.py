@@ -45,6 +45,9 @@ LOCAL_SECRETS: dict[str, str] = {
     'revenuecat-webhook-auth': 'rc_atelier_local',
     'revenuecat-api-key': 'rc_api_atelier_local',
     'provider-webhook-secret-mock': 'mock_atelier_local',
+    'provider-webhook-secret-cog': 'cog_atelier_local',
+    'provider-webhook-secret-replicate': 'whsec_cmVwbGljYXRlX2F0ZWxpZXJfbG9jYWw=',
+    'provider-api-token-replicate': 'r8_atelier_local',
 }
 
 #: Resource types moto's CloudFormation does not deploy and the offline stack can do without.

@@ -20,6 +20,7 @@ AUTH_TOKEN_SECRET = 'auth-token-secret'
 STRIPE_WEBHOOK_SECRET = 'stripe-webhook-secret'
 STRIPE_API_KEY = 'stripe-api-key'
 REVENUECAT_WEBHOOK_AUTH = 'revenuecat-webhook-auth'
+REVENUECAT_API_KEY = 'revenuecat-api-key'  # secret key of the RevenueCat REST API v1 (GET /subscribers)
 
 
 class Settings(BaseModel):
@@ -51,6 +52,12 @@ class Settings(BaseModel):
     )
     checkout_cancel_url: str = Field(default='https://example.com/checkout/cancel', alias='CHECKOUT_CANCEL_URL')
     stripe_webhook_tolerance_seconds: int = Field(default=300, alias='STRIPE_WEBHOOK_TOLERANCE_SECONDS', ge=0)
+    revenuecat_api_base: str = Field(default='', alias='REVENUECAT_API_BASE')  # '' = the real RevenueCat API
+
+    # AI providers beside the mock (atelier.providers.registry)
+    cog_provider_url: str = Field(default='', alias='COG_PROVIDER_URL')  # '' = no Cog server, no cog/* models
+    replicate_enabled: bool = Field(default=False, alias='REPLICATE_ENABLED')  # offers the replicate/* models
+    replicate_api_base: str = Field(default='https://api.replicate.com', alias='REPLICATE_API_BASE')
 
     @property
     def welcome_credits_valid_for(self) -> timedelta:

@@ -23,7 +23,7 @@ from atelier.observability import logger
 from atelier.payments.catalog import CommerceCatalog
 from atelier.payments.errors import StateContended
 from atelier.payments.ports import CreditLedger, PlanWriter
-from atelier.payments.state import AccountPlanState, LedgerOp, PaymentState
+from atelier.payments.state import AccountPlanState, GrantFact, LedgerOp, PaymentState
 from atelier.payments.store import PaymentsTable, VersionConflict
 
 S = TypeVar('S', bound=BaseModel)
@@ -197,6 +197,41 @@ class PaymentBook:
             sync=False,
         )
         return state.decided.get(business_id, 0)
+
+    def grant_period(
+        self,
+        payment_key: str,
+        *,
+        account_id: str,
+        business_id: str,
+        subscription: str,
+        period_end: int,
+        plan_credits: int,
+        amount: int | None,
+        currency: str | None,
+        note: str,
+    ) -> tuple[PaymentState, GrantFact]:
+        """Book one paid subscription period (a Stripe invoice, a store renewal) on the payment ``payment_key``.
+
+        Its credits are decided once per ``business_id`` (see ``decide_period_credits``); a period that is
+        already over grants none. Returns the payment's state and the grant fact.
+        """
+        credits = 0
+        if period_end > self.now().timestamp():
+            credits = self.decide_period_credits(
+                account_id, business_id, subscription=subscription, period_end=period_end, plan_credits=plan_credits
+            )
+        grant = GrantFact(
+            business_id=business_id,
+            account_id=account_id,
+            credits=credits,
+            amount=amount,
+            currency=currency,
+            kind='subscription',
+            expires_at=period_end,
+            note=note,
+        )
+        return self.apply_payment(payment_key, lambda s: s.with_grant(grant)), grant
 
     def move_subscriptions(self, provider: str, from_account: str, to_account: str) -> list[str]:
         """Move ``provider``'s subscriptions of one account to another (copy first, so a crash loses nothing)."""

@@ -120,22 +120,17 @@ class RevenueCatEvents:
         self._book.apply_plan(account_id, _reporting(sub_key, report))
         if event.get('period_type') == 'TRIAL' and not self._catalog.policy.trial_grants_credits:
             return Outcome('processed', f'{plan.id} trial: plan on, no credits', account_id)
-        credits = 0
-        if period_end > self._book.now().timestamp():
-            credits = self._book.decide_period_credits(
-                account_id, business_id, subscription=sub_key, period_end=period_end, plan_credits=plan.period_credits
-            )
-        grant = GrantFact(
-            business_id=business_id,
+        state, grant = self._book.grant_period(
+            f'rc:{transaction_id}',
             account_id=account_id,
-            credits=credits,
+            business_id=business_id,
+            subscription=sub_key,
+            period_end=period_end,
+            plan_credits=plan.period_credits,
             amount=amount,
             currency=currency,
-            kind='subscription',
-            expires_at=period_end,
             note=f'RevenueCat {product.id} period',
         )
-        state = self._book.apply_payment(f'rc:{transaction_id}', lambda s: s.with_grant(grant))
         return Outcome('processed', _granted(state, grant), account_id)
 
     # ---------------------------------------------------------------- cancellations and refunds

@@ -142,23 +142,17 @@ class StripeEvents:
             )
         invoice_id = str(invoice.get('id'))
         business_id = f'stripe:invoice:{invoice_id}'
-        credits = 0
-        if period_end > self._book.now().timestamp():
-            credits = self._book.decide_period_credits(
-                account_id, business_id, subscription=sub_key, period_end=period_end, plan_credits=plan.period_credits
-            )
-        grant = GrantFact(
-            business_id=business_id,
+        state, grant = self._book.grant_period(
+            f'stripe:{_invoice_payment_intent(invoice) or invoice_id}',
             account_id=account_id,
-            credits=credits,
+            business_id=business_id,
+            subscription=sub_key,
+            period_end=period_end,
+            plan_credits=plan.period_credits,
             amount=amount_paid,
             currency=_str(invoice.get('currency')),
-            kind='subscription',
-            expires_at=period_end,
             note=f'Stripe {plan.id} period ({invoice.get("billing_reason")})',
         )
-        key = f'stripe:{_invoice_payment_intent(invoice) or invoice_id}'
-        state = self._book.apply_payment(key, lambda s: s.with_grant(grant))
         return Outcome('processed', _granted(state, grant), account_id)
 
     def _subscription(self, event: dict[str, Any], subscription: dict[str, Any]) -> Outcome:

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from atelier.catalog import Catalog
 from atelier.errors import NotFound
 from atelier.providers.base import Provider
 
+if TYPE_CHECKING:
+    from atelier.config import Settings
+    from atelier.providers.journal import SubmissionJournal
+
 #: SSM secret names (under SECRETS_PREFIX) holding each provider's webhook secret.
-WEBHOOK_SECRET_NAMES = {'mock': 'provider-webhook-secret-mock'}
+WEBHOOK_SECRET_NAMES = {
+    'mock': 'provider-webhook-secret-mock',
+    'cog': 'provider-webhook-secret-cog',  # any random string: the key of the Cog webhook URL tokens
+    'replicate': 'provider-webhook-secret-replicate',  # whsec_... from GET /v1/webhooks/default/secret
+}
+#: SSM secret names of the provider API tokens.
+API_TOKEN_NAMES = {'replicate': 'provider-api-token-replicate'}
 
 
 class UnknownProvider(NotFound):
@@ -35,13 +46,27 @@ class ProviderRegistry:
         return self._built[name]
 
 
-def configured_providers(*, mock_provider_url: str, secret: Callable[[str], str], catalog: Catalog) -> ProviderRegistry:
-    """The providers this environment can reach: ``mock`` when ``mock_provider_url`` is set.
+def configured_providers(
+    settings: Settings,
+    *,
+    secret: Callable[[str], str],
+    catalog: Catalog,
+    journal: SubmissionJournal | None = None,
+) -> ProviderRegistry:
+    """The providers this environment can reach.
 
-    fal.ai and Replicate models are in the catalog already; their adapters are later work, so their
-    models are not offered yet.
+    - ``mock`` when ``settings.mock_provider_url`` (``MOCK_PROVIDER_URL``) is set;
+    - ``cog`` when ``settings.cog_provider_url`` (``COG_PROVIDER_URL``) is set: one Cog server runs one model;
+    - ``replicate`` when ``settings.replicate_enabled`` (``REPLICATE_ENABLED``): an explicit switch rather than
+      "the token exists", so that no function reads SSM at cold start to learn which models to offer, and a
+      missing token fails loudly instead of silently hiding the models.
+
+    Cog and Replicate keep their submissions in ``journal`` (default: the tasks table). Secrets are read
+    when an adapter first needs them. fal.ai models are in the catalog already; their adapter is later
+    work, so they are not offered yet.
     """
     factories: dict[str, Callable[[], Provider]] = {}
+    mock_provider_url = settings.mock_provider_url
     if mock_provider_url:
 
         def mock() -> Provider:
@@ -50,4 +75,40 @@ def configured_providers(*, mock_provider_url: str, secret: Callable[[str], str]
             return MockProvider(mock_provider_url, webhook_secret=secret(WEBHOOK_SECRET_NAMES['mock']), catalog=catalog)
 
         factories['mock'] = mock
+    tasks_table = settings.tasks_table
+
+    def submissions() -> SubmissionJournal:
+        from atelier.providers.journal import DynamoDBJournal
+
+        return journal or DynamoDBJournal(tasks_table)
+
+    cog_url = settings.cog_provider_url
+    if cog_url:
+
+        def cog() -> Provider:
+            from atelier.providers.cog.client import CogProvider
+
+            return CogProvider(
+                cog_url,
+                webhook_secret=lambda: secret(WEBHOOK_SECRET_NAMES['cog']),
+                catalog=catalog,
+                journal=submissions(),
+            )
+
+        factories['cog'] = cog
+    replicate_api_base = settings.replicate_api_base
+    if settings.replicate_enabled:
+
+        def replicate() -> Provider:
+            from atelier.providers.replicate.client import ReplicateProvider
+
+            return ReplicateProvider(
+                replicate_api_base,
+                api_token=lambda: secret(API_TOKEN_NAMES['replicate']),
+                webhook_secret=lambda: secret(WEBHOOK_SECRET_NAMES['replicate']),
+                catalog=catalog,
+                journal=submissions(),
+            )
+
+        factories['replicate'] = replicate
     return ProviderRegistry(factories)

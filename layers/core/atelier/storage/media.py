@@ -7,9 +7,12 @@ a task is only marked succeeded once its outputs are ours.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from pydantic import BaseModel, ConfigDict
 
@@ -54,6 +57,21 @@ class StoredObject(BaseModel):
 
 def extension_for(content_type: str) -> str:
     return _EXTENSIONS.get(content_type.split(';')[0].strip().lower(), 'bin')
+
+
+def _data_uri(url: str, content_type: str) -> tuple[str, Iterator[bytes]]:
+    """The media type (``content_type`` unless that is generic) and the bytes of a ``data:`` URI."""
+    header, comma, data = url[5:].partition(',')
+    params = [p.strip().lower() for p in header.split(';')]
+    try:
+        if not comma:
+            raise ValueError('no comma')
+        raw = base64.b64decode(data, validate=True) if 'base64' in params[1:] else unquote_to_bytes(data)
+    except (binascii.Error, ValueError):
+        raise OutputUnavailable('The output is a malformed data: URI.') from None
+    if content_type in {'', 'application/octet-stream'} and params[0]:
+        content_type = params[0]
+    return content_type, iter([raw])
 
 
 class _HashingReader:
@@ -110,9 +128,17 @@ class MediaStore:
     def copy_from_url(
         self, url: str, key: str, *, content_type: str, max_bytes: int = MAX_OUTPUT_BYTES
     ) -> StoredObject:
-        """Stream ``url`` into ``key``; the same key again simply overwrites it with the same bytes."""
+        """Stream ``url`` into ``key``; the same key again simply overwrites it with the same bytes.
+
+        A ``data:`` URI (a Cog server without ``--upload-url`` returns its files inline) is decoded instead.
+        """
         import httpx
 
+        if url[:5].lower() == 'data:':
+            content_type, chunks = _data_uri(url, content_type)
+            reader = _HashingReader(chunks, max_bytes)
+            self.s3.upload_fileobj(reader, self.bucket, key, ExtraArgs={'ContentType': content_type})
+            return StoredObject(key=key, content_type=content_type, size=reader.size, sha256=reader.sha256.hexdigest())
         try:
             with self.http.stream('GET', url) as response:
                 if response.status_code in {401, 403, 404, 410}:

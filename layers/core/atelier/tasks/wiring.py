@@ -26,9 +26,7 @@ def task_service() -> TaskService:
 
     settings = get_settings()
     catalog = load_catalog()
-    providers = configured_providers(
-        mock_provider_url=settings.mock_provider_url, secret=settings.secret, catalog=catalog
-    )
+    providers = configured_providers(settings, secret=settings.secret, catalog=catalog)
     return TaskService(
         store=TaskStore(settings.tasks_table),
         # Tasks never list ledger entries, so this ledger needs no cursor key (and its steps no token secret).

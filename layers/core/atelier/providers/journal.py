@@ -1,0 +1,252 @@
+"""The submission journal: what an adapter sent to its provider for a task, written before it answers.
+
+The task service calls ``Provider.submit`` until it has stored the provider's job id on the task; a
+crash or a timeout between the provider's answer and that write means a second call. Providers with
+an idempotent submit (Cog's ``PUT /predictions/{id}``, the mock) absorb it; Replicate has no
+idempotency key, so its adapter keeps the contract here:
+
+1. *claim* the task's submission (a conditional put) before it sends anything;
+2. *record* the prediction id the moment the provider answers;
+3. on a later call, find the id recorded and poll it instead of creating a second prediction.
+
+A claim without a job id is a submit whose outcome is unknown (the request may or may not have reached
+the provider): the adapter resolves it before it may *claim* the next attempt.
+
+Cog forgets a prediction once it has finished and has no GET: polling is a repeat of the same PUT, so
+the Cog adapter keeps the request (model, input, webhook) here as well.
+
+Items live in the tasks table, beside the task store's (generic keys, expired by the table's TTL):
+
+=======================================  ==========  ===============================================
+pk                                       sk          attributes
+=======================================  ==========  ===============================================
+``SUBMIT#{provider}#{task_id}``          ``SUBMIT``  ``attempt`` (N), ``claimed_at`` (S),
+                                                     ``job_id`` (S, once known), ``request`` (S, JSON)
+=======================================  ==========  ===============================================
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+#: How long a submission is kept (a task's deadline is at most a few hours).
+JOURNAL_TTL = timedelta(days=7)
+_TS = '%Y-%m-%dT%H:%M:%S.%fZ'
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One task's submission to one provider."""
+
+    task_id: str
+    attempt: int
+    claimed_at: datetime
+    job_id: str | None = None
+    request: dict[str, Any] | None = None
+
+
+class SubmissionJournal(Protocol):
+    def get(self, provider: str, task_id: str) -> Submission | None:
+        """The task's submission (strongly consistent), or None."""
+        ...
+
+    def claim(
+        self,
+        provider: str,
+        task_id: str,
+        *,
+        attempt: int,
+        now: datetime,
+        request: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Take the right to send ``attempt``: the first only if nothing was claimed, attempt ``n + 1`` only
+        while attempt ``n`` holds the claim without a job id. False: someone else holds it."""
+        ...
+
+    def record(self, provider: str, task_id: str, job_id: str) -> str:
+        """Keep the provider's job id for the task; returns the id on record (an earlier one wins)."""
+        ...
+
+    def release(self, provider: str, task_id: str, attempt: int) -> None:
+        """Give ``attempt``'s claim back: the provider certainly started nothing (no-op otherwise)."""
+        ...
+
+
+def _ts(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime(_TS)
+
+
+def _parse_ts(text: str) -> datetime:
+    return datetime.strptime(text, _TS).replace(tzinfo=UTC)
+
+
+class InMemoryJournal:
+    """A journal in this process's memory (unit tests, single-process tools)."""
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, str], Submission] = {}
+        self._lock = threading.Lock()
+
+    def get(self, provider: str, task_id: str) -> Submission | None:
+        with self._lock:
+            return self._items.get((provider, task_id))
+
+    def claim(
+        self,
+        provider: str,
+        task_id: str,
+        *,
+        attempt: int,
+        now: datetime,
+        request: Mapping[str, Any] | None = None,
+    ) -> bool:
+        key = (provider, task_id)
+        with self._lock:
+            current = self._items.get(key)
+            if attempt == 1 and current is None:
+                self._items[key] = Submission(task_id, 1, now, request=dict(request) if request else None)
+                return True
+            if current is not None and current.job_id is None and current.attempt == attempt - 1:
+                self._items[key] = replace(current, attempt=attempt, claimed_at=now)
+                return True
+            return False
+
+    def record(self, provider: str, task_id: str, job_id: str) -> str:
+        key = (provider, task_id)
+        with self._lock:
+            current = self._items.get(key) or Submission(task_id, 1, datetime.now(UTC))
+            if current.job_id is None:
+                self._items[key] = replace(current, job_id=job_id)
+                return job_id
+            return current.job_id
+
+    def release(self, provider: str, task_id: str, attempt: int) -> None:
+        key = (provider, task_id)
+        with self._lock:
+            current = self._items.get(key)
+            if current is not None and current.job_id is None and current.attempt == attempt:
+                del self._items[key]
+
+
+class DynamoDBJournal:
+    """The journal in the tasks table. ``dynamodb`` defaults to the shared low-level boto3 client."""
+
+    def __init__(self, table: str, *, dynamodb: Any = None) -> None:
+        self.table = table
+        self._dynamodb = dynamodb
+
+    @property
+    def db(self) -> Any:
+        if self._dynamodb is None:
+            from atelier.aws import client
+
+            self._dynamodb = client('dynamodb')
+        return self._dynamodb
+
+    @staticmethod
+    def _key(provider: str, task_id: str) -> dict[str, Any]:
+        return {'pk': {'S': f'SUBMIT#{provider}#{task_id}'}, 'sk': {'S': 'SUBMIT'}}
+
+    def get(self, provider: str, task_id: str) -> Submission | None:
+        item = self.db.get_item(TableName=self.table, Key=self._key(provider, task_id), ConsistentRead=True).get('Item')
+        if item is None:
+            return None
+        request = item.get('request')
+        return Submission(
+            task_id=task_id,
+            attempt=int(item['attempt']['N']),
+            claimed_at=_parse_ts(item['claimed_at']['S']),
+            job_id=item['job_id']['S'] if 'job_id' in item else None,
+            request=None if request is None else json.loads(request['S']),
+        )
+
+    def claim(
+        self,
+        provider: str,
+        task_id: str,
+        *,
+        attempt: int,
+        now: datetime,
+        request: Mapping[str, Any] | None = None,
+    ) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            if attempt == 1:
+                item = {
+                    **self._key(provider, task_id),
+                    'task_id': {'S': task_id},
+                    'attempt': {'N': '1'},
+                    'claimed_at': {'S': _ts(now)},
+                    'ttl': {'N': str(int((now + JOURNAL_TTL).timestamp()))},
+                }
+                if request is not None:
+                    item['request'] = {'S': json.dumps(request, separators=(',', ':'), sort_keys=True)}
+                self.db.put_item(TableName=self.table, Item=item, ConditionExpression='attribute_not_exists(pk)')
+            else:
+                self.db.update_item(
+                    TableName=self.table,
+                    Key=self._key(provider, task_id),
+                    UpdateExpression='SET #attempt = :next, claimed_at = :now',
+                    ConditionExpression='#attempt = :previous AND attribute_not_exists(job_id)',
+                    ExpressionAttributeNames={'#attempt': 'attempt'},
+                    ExpressionAttributeValues={
+                        ':next': {'N': str(attempt)},
+                        ':previous': {'N': str(attempt - 1)},
+                        ':now': {'S': _ts(now)},
+                    },
+                )
+        except ClientError as exc:
+            if exc.response.get('Error', {}).get('Code') == 'ConditionalCheckFailedException':
+                return False
+            raise
+        return True
+
+    def record(self, provider: str, task_id: str, job_id: str) -> str:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key=self._key(provider, task_id),
+                # A record without a claim (never expected) still gets the fields a reader needs.
+                UpdateExpression='SET job_id = :job, task_id = :task, #attempt = if_not_exists(#attempt, :one), '
+                'claimed_at = if_not_exists(claimed_at, :now), #ttl = if_not_exists(#ttl, :ttl)',
+                ConditionExpression='attribute_not_exists(job_id) OR job_id = :job',
+                ExpressionAttributeNames={'#attempt': 'attempt', '#ttl': 'ttl'},
+                ExpressionAttributeValues={
+                    ':job': {'S': job_id},
+                    ':task': {'S': task_id},
+                    ':one': {'N': '1'},
+                    ':now': {'S': _ts(datetime.now(UTC))},
+                    ':ttl': {'N': str(int((datetime.now(UTC) + JOURNAL_TTL).timestamp()))},
+                },
+            )
+        except ClientError as exc:
+            if exc.response.get('Error', {}).get('Code') != 'ConditionalCheckFailedException':
+                raise
+            recorded = self.get(provider, task_id)
+            if recorded is None or recorded.job_id is None:  # pragma: no cover - the condition just saw one
+                raise
+            return recorded.job_id
+        return job_id
+
+    def release(self, provider: str, task_id: str, attempt: int) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.db.delete_item(
+                TableName=self.table,
+                Key=self._key(provider, task_id),
+                ConditionExpression='#attempt = :attempt AND attribute_not_exists(job_id)',
+                ExpressionAttributeNames={'#attempt': 'attempt'},
+                ExpressionAttributeValues={':attempt': {'N': str(attempt)}},
+            )
+        except ClientError as exc:
+            if exc.response.get('Error', {}).get('Code') != 'ConditionalCheckFailedException':
+                raise

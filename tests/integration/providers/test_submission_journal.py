@@ -1,0 +1,81 @@
+"""The submission journal's contract, in memory, on moto and on DynamoDB Local (strict about expressions)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from atelier.providers.journal import DynamoDBJournal, InMemoryJournal, SubmissionJournal
+from tests.support.dynamodb_local import create_table
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+
+
+@pytest.fixture(params=['memory', 'moto', pytest.param('ddb_local', marks=pytest.mark.ddb_local)])
+def journal(request: pytest.FixtureRequest) -> Iterator[SubmissionJournal]:
+    if request.param == 'memory':
+        yield InMemoryJournal()
+        return
+    with mock_aws():
+        if request.param == 'moto':
+            ddb: Any = boto3.client('dynamodb', region_name='us-east-1')
+        else:
+            ddb = request.getfixturevalue('dynamodb_local').client()
+        table = create_table(ddb, 'TasksTable', f'tasks-{uuid.uuid4().hex[:8]}')
+        try:
+            yield DynamoDBJournal(table, dynamodb=ddb)
+        finally:
+            if request.param == 'ddb_local':
+                ddb.delete_table(TableName=table)
+
+
+def test_the_first_claim_wins_and_keeps_the_request(journal: SubmissionJournal) -> None:
+    request = {'model_id': 'cog/echo-image', 'input': {'prompt': 'a fox', 'num_images': 2}, 'webhook': 'https://x/y'}
+    assert journal.claim('cog', 'tsk_1', attempt=1, now=NOW, request=request)
+    assert not journal.claim('cog', 'tsk_1', attempt=1, now=NOW, request={'input': {}})
+    submission = journal.get('cog', 'tsk_1')
+    assert submission is not None
+    assert (submission.attempt, submission.claimed_at, submission.job_id) == (1, NOW, None)
+    assert submission.request == request
+    # Providers and tasks are separate keys
+    assert journal.get('replicate', 'tsk_1') is None and journal.get('cog', 'tsk_2') is None
+
+
+def test_the_first_job_id_recorded_is_the_one_kept(journal: SubmissionJournal) -> None:
+    assert journal.claim('replicate', 'tsk_1', attempt=1, now=NOW)
+    assert journal.record('replicate', 'tsk_1', 'pred_a') == 'pred_a'
+    assert journal.record('replicate', 'tsk_1', 'pred_a') == 'pred_a'  # the same again: fine
+    assert journal.record('replicate', 'tsk_1', 'pred_b') == 'pred_a'  # a late duplicate loses
+    submission = journal.get('replicate', 'tsk_1')
+    assert submission is not None and submission.job_id == 'pred_a'
+
+
+def test_a_next_attempt_needs_an_unresolved_claim_of_the_previous_one(journal: SubmissionJournal) -> None:
+    assert not journal.claim('replicate', 'tsk_1', attempt=2, now=NOW)  # nothing to follow
+    assert journal.claim('replicate', 'tsk_1', attempt=1, now=NOW)
+    later = NOW + timedelta(seconds=45)
+    assert journal.claim('replicate', 'tsk_1', attempt=2, now=later)
+    assert not journal.claim('replicate', 'tsk_1', attempt=2, now=later)  # taken once
+    submission = journal.get('replicate', 'tsk_1')
+    assert submission is not None and (submission.attempt, submission.claimed_at) == (2, later)
+    journal.record('replicate', 'tsk_1', 'pred_a')
+    assert not journal.claim('replicate', 'tsk_1', attempt=3, now=later)  # resolved: no more attempts
+
+
+def test_a_release_frees_only_its_own_unresolved_claim(journal: SubmissionJournal) -> None:
+    assert journal.claim('replicate', 'tsk_1', attempt=1, now=NOW)
+    journal.release('replicate', 'tsk_1', 2)  # not the holder: nothing happens
+    assert journal.get('replicate', 'tsk_1') is not None
+    journal.release('replicate', 'tsk_1', 1)
+    assert journal.get('replicate', 'tsk_1') is None
+    assert journal.claim('replicate', 'tsk_1', attempt=1, now=NOW)
+    journal.record('replicate', 'tsk_1', 'pred_a')
+    journal.release('replicate', 'tsk_1', 1)  # resolved: kept
+    submission = journal.get('replicate', 'tsk_1')
+    assert submission is not None and submission.job_id == 'pred_a'
