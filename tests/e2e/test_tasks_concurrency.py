@@ -55,5 +55,6 @@ def test_30_concurrent_creates_on_a_plan_of_5_accept_exactly_5(stack: Stack) -> 
     for task in accepted:
         user.post(f'/v1/tasks/{task["id"]}/cancel')
     for task in accepted:
-        assert wait_final(user, task['id'])['status'] == 'canceled'
+        # canceled, or expired if its (short, local) deadline came first on a loaded machine: refunded either way
+        assert wait_final(user, task['id'])['status'] in {'canceled', 'expired'}
     assert balance(user) == {'available': 1000, 'held': 0}
