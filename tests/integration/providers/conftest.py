@@ -7,51 +7,24 @@ server is idle again, so tests never see each other's predictions.
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from infra.local.cog_server import CogModelServer
+from tests.support.webhooks import Hook, WebhookReceiver, receiving
 
 COG_SECRET = 'cog_atelier_test'
 
 
 @dataclass
-class Hook:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class Receiver:
-    """Catches webhooks on ``url`` (any path below it); answers ``answers`` in order, then 200."""
-
-    url: str = ''
-    received: list[Hook] = field(default_factory=list)
-    answers: list[int] = field(default_factory=list)
-
-    def wait_for(self, predicate: Callable[[Hook], bool], timeout: float = 10.0) -> Hook:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for hook in list(self.received):
-                if predicate(hook):
-                    return hook
-            time.sleep(0.02)
-        raise AssertionError(f'no matching webhook in {timeout}s; got {[h.body[:200] for h in self.received]}')
+class Receiver(WebhookReceiver):
+    """Catches Cog's prediction webhooks."""
 
     def final(self, prediction_id: str, timeout: float = 10.0) -> Hook:
         final = {'succeeded', 'failed', 'canceled'}
@@ -63,27 +36,8 @@ class Receiver:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
-            state.received.append(Hook(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-            status = state.answers.pop(0) if state.answers else 200
-            self.send_response(status)
-            self.send_header('Content-Length', '0')
-            self.end_headers()
-
-    httpd = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    state.url = f'http://127.0.0.1:{httpd.server_address[1]}'
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+    with receiving(Receiver()) as state:
+        yield state
 
 
 @dataclass
