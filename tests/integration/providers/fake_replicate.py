@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 
-from atelier.providers.replicate.signing import sign
+from atelier.providers.signing import sign
 
 TOKEN = 'r8_atelier_test'
 WEBHOOK_SECRET = 'whsec_cmVwbGljYXRlX2F0ZWxpZXJfdGVzdA=='  # base64('replicate_atelier_test')

@@ -8,9 +8,8 @@ import time
 import pytest
 
 from atelier.catalog import load_catalog
-from atelier.providers import InvalidWebhookSignature, Status
+from atelier.providers import InvalidWebhookSignature, Status, signing
 from atelier.providers.journal import InMemoryJournal
-from atelier.providers.replicate import signing
 from atelier.providers.replicate.client import ReplicateProvider
 
 SECRET = 'whsec_cmVwbGljYXRlX2F0ZWxpZXJfdGVzdA=='

@@ -5,7 +5,7 @@
   time left (so Replicate itself stops - ``aborted``, not billed - a prediction that could not start in
   time), webhook events ``start`` and ``completed``.
 - Poll: ``GET /v1/predictions/{id}``; cancel: ``POST /v1/predictions/{id}/cancel``.
-- Webhooks: Standard Webhooks signed with the account's ``whsec_`` secret (:mod:`.signing`).
+- Webhooks: Standard Webhooks signed with the account's ``whsec_`` secret (:mod:`atelier.providers.signing`).
 
 Replicate has no idempotency key, so "submit never submits twice" is kept with the
 :mod:`~atelier.providers.journal`: the task's submission is claimed before the POST and the prediction
@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from atelier.catalog import Catalog, ModelSpec
 from atelier.observability import logger
+from atelier.providers import signing
 from atelier.providers.base import (
     InvalidWebhookSignature,
     Job,
@@ -46,7 +47,7 @@ from atelier.providers.base import (
 )
 from atelier.providers.common import LazySecret, SecretSource, content_type_for, metric_seconds, output_urls
 from atelier.providers.journal import Submission, SubmissionJournal
-from atelier.providers.replicate import inputs, signing
+from atelier.providers.replicate import inputs
 
 if TYPE_CHECKING:
     import httpx
