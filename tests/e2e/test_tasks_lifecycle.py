@@ -7,6 +7,7 @@ HTTP server), waits for its signed webhook (or polls), copies outputs into S3 an
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -265,6 +266,10 @@ def test_a_task_can_use_its_own_upload_but_not_anothers(stack: Stack) -> None:
     assert upload.status_code == 200, upload.text
     form = upload.json()
     assert form['key'].startswith(f'uploads/{user.account_id}/')
+    # The signed POST policy lets S3 accept only this content type and at most the declared size
+    policy = json.loads(base64.b64decode(form['upload']['fields']['policy']))
+    assert ['content-length-range', 1, len(png)] in policy['conditions']
+    assert {'Content-Type': 'image/png'} in policy['conditions']
     posted = httpx.post(
         form['upload']['url'], data=form['upload']['fields'], files={'file': ('in.png', png, 'image/png')}
     )
