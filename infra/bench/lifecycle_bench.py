@@ -742,7 +742,7 @@ class Bench:
         self.sfn = self.stack.client('stepfunctions')
         lambda_ = self.stack.client('lambda')
         self.memory_mb: dict[str, int] = {}
-        for logical_id in self.stack.runtime._specs:
+        for logical_id in self.stack.runtime.specs:
             configuration = lambda_.get_function_configuration(FunctionName=self.stack.physical_id(logical_id))
             self.memory_mb[logical_id] = int(configuration.get('MemorySize') or 128)
         self.tasks_table = self.stack.physical_id('TasksTable')

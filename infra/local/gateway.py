@@ -58,7 +58,7 @@ class Gateway:
         self.stack = stack
         self.routes = [
             Route(method, path, spec.logical_id, _compile(path))
-            for spec in stack.runtime._specs.values()
+            for spec in stack.runtime.specs.values()
             for method, path in spec.http_routes
         ]
         # Specific routes first, like API Gateway's greedy-last matching.

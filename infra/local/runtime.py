@@ -62,7 +62,7 @@ class InProcessRuntime:
     """Maps deployed function names to the template's handlers and runs them."""
 
     def __init__(self, specs: dict[str, FunctionSpec]) -> None:
-        self._specs = specs
+        self.specs = specs
         self._by_physical_name: dict[str, tuple[FunctionSpec, dict[str, Any]]] = {}
         self._handlers: dict[str, Callable[[Any, Any], Any]] = {}
         self._import_lock = threading.Lock()
@@ -70,7 +70,7 @@ class InProcessRuntime:
         self._invocations_lock = threading.Lock()
 
     def register(self, logical_id: str, physical_name: str, configuration: dict[str, Any]) -> None:
-        self._by_physical_name[physical_name] = (self._specs[logical_id], configuration)
+        self._by_physical_name[physical_name] = (self.specs[logical_id], configuration)
 
     def logical_id(self, function_name_or_arn: str) -> str:
         return self._lookup(function_name_or_arn)[0].logical_id

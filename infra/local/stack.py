@@ -219,7 +219,7 @@ class OfflineStack:
 
         lambda_ = self.client('lambda')
         environment: dict[str, str] = {}
-        for logical_id in self.runtime._specs:
+        for logical_id in self.runtime.specs:
             configuration = lambda_.get_function(FunctionName=self.resources[logical_id])['Configuration']
             self.runtime.register(logical_id, configuration['FunctionName'], configuration)
             for key, value in (configuration.get('Environment') or {}).get('Variables', {}).items():
