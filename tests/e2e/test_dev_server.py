@@ -1,0 +1,56 @@
+"""`make dev`'s entry point as a person uses it: start, read the banner, call the API, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from infra.local.cog_server import free_port
+from infra.local.template import ROOT
+
+
+def test_the_dev_server_starts_serves_and_stops_on_ctrl_c():
+    # Given `python -m infra.local` started on a free port, as `make dev PORT=...` does
+    port = free_port()
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
+    for key in ('AWS_ENDPOINT_URL', 'MOTO_PORT'):  # this test process's own stack must not leak into it
+        env.pop(key, None)
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'infra.local', '--port', str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        # When it prints its banner
+        banner = []
+        deadline = time.monotonic() + 60
+        assert process.stdout is not None
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            banner.append(line)
+            if 'Ctrl-C stops it' in line or process.poll() is not None:
+                break
+        text = ''.join(banner)
+        # Then it names the API, the docs and a first curl, and the API answers there
+        assert f'http://127.0.0.1:{port}/docs' in text
+        assert f'curl http://127.0.0.1:{port}/health' in text
+        assert httpx.get(f'http://127.0.0.1:{port}/health').json() == {'status': 'ok'}
+        signed_in = httpx.post(f'http://127.0.0.1:{port}/v1/auth/device', json={'device_id': 'dev-server-device-01'})
+        token = signed_in.json()['token']
+        me = httpx.get(f'http://127.0.0.1:{port}/v1/me', headers={'authorization': f'Bearer {token}'}).json()
+        assert me['balance'] == {'available': 100, 'held': 0}  # the dev server's welcome credits
+        # And Ctrl-C stops it cleanly
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
