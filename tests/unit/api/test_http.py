@@ -63,6 +63,16 @@ def test_every_failure_is_a_json_error_envelope(body: str, content_type: str | N
     assert got_body['error']['message']
 
 
+def test_a_json_body_that_is_not_utf8_is_malformed():
+    # Given bytes that are not UTF-8, labelled as JSON (API Gateway base64-encodes such a body)
+    event = http_event(
+        'POST', '/things', body=b'{"name": "\xb4"}', headers={'content-type': 'application/json'}, base64_body=True
+    )
+    response = resolve(app, event, None)
+    assert response['statusCode'] == 400
+    assert json.loads(response['body'])['error']['code'] == 'malformed_json'
+
+
 def test_validation_errors_say_where():
     status, body = call('{"name": "lamp", "colour": "red"}')
     assert status == 422

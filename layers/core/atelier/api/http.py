@@ -111,6 +111,14 @@ def raw_body(event: dict[str, Any]) -> bytes:
     return body.encode('utf-8')
 
 
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode('utf-8')
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _reject_body(event: dict[str, Any]) -> dict[str, Any] | None:
     body = raw_body(event)
     if not body:
@@ -124,6 +132,9 @@ def _reject_body(event: dict[str, Any]) -> dict[str, Any] | None:
             'unsupported_media_type',
             'Send the body as application/json.',
         )
+    elif not _is_utf8(body):
+        # API Gateway base64-encodes bodies that are not text; JSON must be UTF-8 (RFC 8259).
+        status, code, message = HTTPStatus.BAD_REQUEST, 'malformed_json', 'The body is not valid JSON.'
     else:
         return None
     import json
