@@ -306,3 +306,17 @@ def test_the_webhook_wakes_the_wait_so_the_provider_is_polled_once(stack: Stack)
     assert entered.count('Poll') == 1, entered
     assert entered[-2:] == ['Settle', 'Done']
     assert not [e for e in events if e['type'] == 'TaskFailed'], 'the wait for the webhook failed'
+
+
+def test_wrong_json_types_are_422_not_coerced(stack: Stack) -> None:
+    # Given a funded user
+    user = funded(stack, 20)
+    # When numbers arrive as booleans or strings
+    for response in (
+        create(user, 'mock/image', num_images=True),
+        create(user, 'mock/image', num_images='2'),
+        user.post('/v1/uploads', json={'content_type': 'image/png', 'size': True}),
+    ):
+        # Then each is refused as invalid input and nothing is held
+        assert response.status_code == 422, response.text
+    assert balance(user) == {'available': 20, 'held': 0}

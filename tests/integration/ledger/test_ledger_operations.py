@@ -497,7 +497,7 @@ def test_a_tampered_or_foreign_cursor_is_refused(funded: Ledger) -> None:
 
     # When it is altered or used for another account / Then it is a bad request
     payload, signature = cursor.split('.')
-    for bad in [f'{payload}x.{signature}', f'{payload}.{signature[:-1]}A', 'garbage', f'{payload}.']:
+    for bad in [f'{payload}x.{signature}', f'{payload}.{signature[:-1]}A', 'garbage', f'{payload}.', 'abc.\u00e9']:
         with pytest.raises(InvalidCursor) as raised:
             funded.list_entries('acct', cursor=bad)
         assert raised.value.kind.value == 'bad_request'

@@ -51,6 +51,7 @@ def test_a_valid_request_is_answered():
         ('{"name": "taken"}', 'application/json', 409, 'name_taken'),
         ('{"name": "ghost"}', 'application/json', 404, 'not_found'),
         ('{"name": "bug"}', 'application/json', 500, 'internal_error'),
+        ('{"name": ' + '[' * 5000 + ']' * 5000 + '}', 'application/json', 400, 'malformed_json'),
     ],
 )
 def test_every_failure_is_a_json_error_envelope(body: str, content_type: str | None, status: int, code: str):
@@ -71,6 +72,11 @@ def test_a_json_body_that_is_not_utf8_is_malformed():
     response = resolve(app, event, None)
     assert response['statusCode'] == 400
     assert json.loads(response['body'])['error']['code'] == 'malformed_json'
+
+
+def test_nesting_inside_strings_does_not_count_as_depth():
+    # Brackets inside a string (with escaped quotes) are text, not structure
+    assert call(json.dumps({'name': '[{' * 200 + '\\"' + '[' * 100}))[0] == 200
 
 
 def test_validation_errors_say_where():

@@ -51,7 +51,13 @@ def test_a_tampered_payload_is_refused():
         verify_token(f'{head}.{forged_body}.{signature}', key=KEY)
 
 
-@pytest.mark.parametrize('token', ['', 'a.b', 'a.b.c.d', '!!!.###.$$$', 'e30.e30.sig'])
+def test_a_non_ascii_signature_is_refused_not_a_crash():
+    head, body, _ = issue_token('acct_1', key=KEY, ttl_seconds=60).split('.')
+    with pytest.raises(InvalidToken):
+        verify_token(f'{head}.{body}.\u00e9', key=KEY)
+
+
+@pytest.mark.parametrize('token', ['', 'a.b', 'a.b.c.d', '!!!.###.$$$', 'e30.e30.sig', '\u00e9.\u00e9.\u00e9'])
 def test_malformed_tokens_are_refused(token: str):
     with pytest.raises(InvalidToken):
         verify_token(token, key=KEY)

@@ -119,6 +119,33 @@ def _is_utf8(body: bytes) -> bool:
     return True
 
 
+MAX_JSON_DEPTH = 64
+
+
+def _too_deep(body: bytes) -> bool:
+    """Whether the JSON nests deeper than any request needs (Python's parser would hit its recursion limit)."""
+    if body.count(b'[') + body.count(b'{') <= MAX_JSON_DEPTH:
+        return False  # cannot be that deep: the common case costs two byte counts
+    depth, in_string, escaped = 0, False, False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # an unescaped quote ends the string
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return False
+
+
 def _reject_body(event: dict[str, Any]) -> dict[str, Any] | None:
     body = raw_body(event)
     if not body:
@@ -135,6 +162,8 @@ def _reject_body(event: dict[str, Any]) -> dict[str, Any] | None:
     elif not _is_utf8(body):
         # API Gateway base64-encodes bodies that are not text; JSON must be UTF-8 (RFC 8259).
         status, code, message = HTTPStatus.BAD_REQUEST, 'malformed_json', 'The body is not valid JSON.'
+    elif _too_deep(body):
+        status, code, message = HTTPStatus.BAD_REQUEST, 'malformed_json', 'The body is nested too deeply.'
     else:
         return None
     import json

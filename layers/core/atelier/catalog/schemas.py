@@ -20,7 +20,8 @@ Prompt = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, m
 
 
 class FamilyInput(BaseModel):
-    model_config = ConfigDict(extra='forbid', frozen=True)
+    # strict: JSON types as sent (``true`` is not 1, ``"4"`` is not 4): a wrong type is a 422, never coerced
+    model_config = ConfigDict(extra='forbid', frozen=True, strict=True)
 
     def image_count(self) -> int:
         """How many images the request produces (priced per image)."""

@@ -68,7 +68,8 @@ def verify_token(token: str, *, key: str, now: float | None = None) -> Claims:
     # Checking the algorithm before the signature is what defeats `alg: none` and key confusion.
     if not isinstance(header, dict) or header.get('alg') != 'HS256':
         raise InvalidToken('The bearer token uses an unsupported algorithm.')
-    if not hmac.compare_digest(signature, _sign(f'{head}.{body}'.encode('ascii'), key)):
+    # Bytes, not str: compare_digest refuses non-ASCII strings, and a token is client input.
+    if not hmac.compare_digest(signature.encode('utf-8'), _sign(f'{head}.{body}'.encode('ascii'), key).encode()):
         raise InvalidToken('The bearer token signature is not valid.')
     if not isinstance(claims, dict) or claims.get('iss') != ISSUER or not isinstance(claims.get('sub'), str):
         raise InvalidToken('The bearer token was not issued by Atelier.')

@@ -627,7 +627,8 @@ class Ledger:
         if not isinstance(cursor, str) or cursor.count('.') != 1 or len(cursor) > 1024:
             raise invalid
         payload, signature = cursor.split('.')
-        if not hmac.compare_digest(signature, self._sign(account_id, payload)):
+        # Bytes, not str: compare_digest refuses non-ASCII strings, and a cursor is client input.
+        if not hmac.compare_digest(signature.encode('utf-8'), self._sign(account_id, payload).encode('utf-8')):
             raise invalid
         try:
             data = json.loads(base64.urlsafe_b64decode(payload + '=' * (-len(payload) % 4)))

@@ -23,7 +23,7 @@ UPLOAD_URL_SECONDS = 900
 
 
 class UploadRequest(BaseModel):
-    model_config = ConfigDict(extra='forbid')
+    model_config = ConfigDict(extra='forbid', strict=True)  # a boolean is not a size
 
     content_type: str = Field(min_length=1, max_length=100)
     size: int = Field(gt=0)
