@@ -127,3 +127,16 @@ def test_outputs_are_fetchable(provider: MockProvider) -> None:
     provider.submit(job('tsk_o'))
     state = wait_final(provider, 'tsk_o')
     assert httpx.get(state.outputs[0].url).status_code == 200
+
+
+def test_a_signed_webhook_that_is_not_a_prediction_is_a_400_not_a_retry() -> None:
+    # Given correctly signed bodies that are not predictions
+    from atelier.errors import ErrorKind
+    from atelier.providers.base import MalformedWebhook
+
+    provider = MockProvider('http://127.0.0.1:9', webhook_secret=SECRET, catalog=load_catalog())
+    for body in (b'[1]', b'{"id": 5}', b'not json'):
+        # Then the provider is told its request is bad (4xx), so it stops retrying it
+        with pytest.raises(MalformedWebhook) as refused:
+            provider.parse_webhook(sign(SECRET, body), body)
+        assert refused.value.kind is ErrorKind.BAD_REQUEST

@@ -9,6 +9,7 @@ import pytest
 
 from atelier.catalog import load_catalog
 from atelier.providers import InvalidWebhookSignature, Status, signing
+from atelier.providers.base import MalformedWebhook
 from atelier.providers.journal import InMemoryJournal
 from atelier.providers.replicate.client import ReplicateProvider
 
@@ -118,7 +119,8 @@ def test_parse_webhook_verifies_then_normalizes() -> None:
     ]
     with pytest.raises(InvalidWebhookSignature):
         provider('whsec_b3RoZXJzZWNyZXQ=').parse_webhook(signing.sign(SECRET, BODY), BODY)
-    with pytest.raises(InvalidWebhookSignature):
+    # Correctly signed but not a prediction: a bad request (400), not a bad signature
+    with pytest.raises(MalformedWebhook):
         provider().parse_webhook(signing.sign(SECRET, b'not json'), b'not json')
 
 

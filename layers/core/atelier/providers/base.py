@@ -58,6 +58,13 @@ class InvalidWebhookSignature(Unauthorized):
     code = 'invalid_signature'
 
 
+class MalformedWebhook(DomainError):
+    """A correctly signed webhook whose body is not a prediction: retrying the same body cannot help (400)."""
+
+    kind = ErrorKind.BAD_REQUEST
+    code = 'malformed_webhook'
+
+
 class JobError(BaseModel):
     model_config = ConfigDict(frozen=True)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
+
+from atelier.providers.base import MalformedWebhook
 
 #: A secret's value, or how to fetch it (so that a function that never calls the provider never reads it).
 SecretSource = str | Callable[[], str]
@@ -23,6 +26,17 @@ _CONTENT_TYPES = {
     'wav': 'audio/wav',
 }
 _DATA_URI = re.compile(r'^data:([\w.+-]+/[\w.+-]+)?[;,]', re.IGNORECASE)
+
+
+def signed_prediction(body: bytes) -> dict[str, Any]:
+    """The prediction a verified webhook carries: a JSON object with a string ``id``, else :class:`MalformedWebhook`."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise MalformedWebhook('The webhook body is not JSON.') from None
+    if not isinstance(payload, dict) or not isinstance(payload.get('id'), str) or not payload['id']:
+        raise MalformedWebhook('The webhook does not carry a prediction.')
+    return payload
 
 
 class LazySecret:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,7 +10,6 @@ import httpx
 from atelier.catalog import Catalog
 from atelier.providers import signing
 from atelier.providers.base import (
-    InvalidWebhookSignature,
     Job,
     JobError,
     JobOutput,
@@ -20,6 +18,7 @@ from atelier.providers.base import (
     ProviderUnavailable,
     Status,
 )
+from atelier.providers.common import signed_prediction
 
 NAME = 'mock'
 _STATUSES = {
@@ -70,11 +69,7 @@ class MockProvider:
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> JobState:
         signing.verify(self._secret, headers, body)
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            raise InvalidWebhookSignature('The webhook body is not JSON.') from None
-        return self._state(payload)
+        return self._state(signed_prediction(body))
 
     # ------------------------------------------------------------------ plumbing
     def _call(self, method: str, path: str, body: Any = None, *, missing_ok: bool = False) -> Any:

@@ -26,7 +26,6 @@ follow the catalog price of what was delivered: an image model that returns fewe
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -36,7 +35,6 @@ from atelier.catalog import Catalog, ModelSpec
 from atelier.observability import logger
 from atelier.providers import signing
 from atelier.providers.base import (
-    InvalidWebhookSignature,
     Job,
     JobError,
     JobOutput,
@@ -45,7 +43,14 @@ from atelier.providers.base import (
     ProviderUnavailable,
     Status,
 )
-from atelier.providers.common import LazySecret, SecretSource, content_type_for, metric_seconds, output_urls
+from atelier.providers.common import (
+    LazySecret,
+    SecretSource,
+    content_type_for,
+    metric_seconds,
+    output_urls,
+    signed_prediction,
+)
 from atelier.providers.journal import Submission, SubmissionJournal
 from atelier.providers.replicate import inputs
 
@@ -132,11 +137,7 @@ class ReplicateProvider:
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> JobState:
         signing.verify(self._secret(), headers, body)
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            raise InvalidWebhookSignature('The webhook body is not JSON.') from None
-        return self._state(payload)
+        return self._state(signed_prediction(body))
 
     # ------------------------------------------------------------------ submitting once
     def _resolve(self, job: Job, record: Submission) -> JobState:
