@@ -62,6 +62,30 @@ def test_malformed_bodies_are_400(world: World):
     assert world.rc({'event': {'type': 'RENEWAL'}}).status == 400
 
 
+@pytest.mark.parametrize(
+    'fields',
+    [
+        {'id': 'x' * 3000},
+        {'transaction_id': 'x' * 3000},
+        {'app_user_id': ''},
+        {'expiration_at_ms': 10**22},
+        {'expiration_at_ms': -5},
+        {'expiration_at_ms': 1.5e12},
+        {'purchased_at_ms': True},
+        {'price': 1e308},
+        {'price': 'free'},
+    ],
+)
+def test_authentic_events_with_unusable_fields_are_400_and_change_nothing(world: World, fields: dict[str, object]):
+    # Given an authorized subscription purchase whose ids or times cannot be real
+    account = world.account()
+    purchase = rc_purchase('INITIAL_PURCHASE', account, 'pro_monthly', uid('txn'))
+    purchase['event'].update(fields)
+    # When it arrives, then it is refused as malformed, before anything is stored or granted
+    assert world.rc(purchase).status == 400
+    assert world.event_items() == [] and world.balance(account) == 0
+
+
 # ---------------------------------------------------------------- idempotency
 
 

@@ -253,7 +253,34 @@ def _revenuecat_envelope(body: bytes) -> dict[str, Any]:
     event = envelope.get('event') if isinstance(envelope, dict) else None
     if not isinstance(event, dict) or not isinstance(event.get('id'), str) or not isinstance(event.get('type'), str):
         raise MalformedEvent('The body is not a RevenueCat event ({"event": {"id", "type", ...}}).')
+    problem = _revenuecat_field_problem(event)
+    if problem:
+        raise MalformedEvent(f'The RevenueCat event is malformed: {problem}.')
     return dict(envelope)
+
+
+#: Ids become DynamoDB keys (2 KB at most) and business ids; RevenueCat's are far shorter.
+_MAX_ID = 256
+_ID_FIELDS = ('id', 'type', 'app_user_id', 'original_app_user_id', 'transaction_id', 'original_transaction_id')
+_MS_FIELDS = ('event_timestamp_ms', 'purchased_at_ms', 'expiration_at_ms', 'grace_period_expiration_at_ms')
+# The last millisecond a datetime can hold (9999-12-31): RevenueCat's own TRANSFER sample is dated in the year 4466.
+_LATEST_MS = 253_402_300_799_999
+
+
+def _revenuecat_field_problem(event: dict[str, Any]) -> str | None:
+    """What makes an authenticated event unusable, before anything is stored (None: nothing)."""
+    for name in _ID_FIELDS:
+        value = event.get(name)
+        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= _MAX_ID):
+            return f'{name} must be a string of 1 to {_MAX_ID} characters'
+    for name in _MS_FIELDS:
+        value = event.get(name)
+        if value is not None and not (type(value) is int and 0 <= value <= _LATEST_MS):
+            return f'{name} must be whole epoch milliseconds between 1970 and 9999'
+    price = event.get('price')
+    if price is not None and (isinstance(price, bool) or not isinstance(price, int | float) or not abs(price) < 1e7):
+        return 'price must be a number below 10 million'
+    return None
 
 
 @cache
