@@ -39,6 +39,19 @@ def test_same_key_and_body_is_the_same_task(world: World) -> None:
     assert world.balance(account) == (16, 4)
 
 
+def test_racing_retries_of_one_key_on_the_last_credits_all_get_the_one_task(world: World) -> None:
+    # Given an account that can pay for exactly one image task
+    account = world.account(4)
+    request = CreateTaskRequest(model='mock/image', input={'prompt': 'a fox'})
+    # When a client's retries of the same request race (same Idempotency-Key)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda _: world.service.create(account, 'retry-key', request), range(8)))
+    # Then every retry answers with the one task: none is told there is no credit
+    assert len({r.task.id for r in results}) == 1
+    assert sum(r.new for r in results) == 1
+    assert world.balance(account) == (0, 4)
+
+
 def test_same_key_with_another_body_is_a_conflict(world: World) -> None:
     account = world.account(20)
     world.service.create(account, 'key-2', CreateTaskRequest(model='mock/image', input={'prompt': 'a fox'}))

@@ -23,7 +23,7 @@ from atelier.catalog import Catalog, ModelSpec
 from atelier.catalog.plans import Plans, load_plans
 from atelier.catalog.schemas import UPLOADS_PREFIX, FamilyInput
 from atelier.errors import DomainError
-from atelier.ledger.errors import ExtraItemConditionFailed
+from atelier.ledger.errors import ConcurrencyLimitExceeded, ExtraItemConditionFailed, InsufficientCredits
 from atelier.observability import logger
 from atelier.providers.base import (
     OPEN_STATUSES,
@@ -148,6 +148,12 @@ class TaskService:
             # Another request with the same key won the race: answer as a replay of it.
             record = idempotency_from_item(exc.item) if exc.item else self.store.get_idempotency(account_id, key)
             if exc.index != 1 or record is None:
+                raise
+            return self._replay(account_id, record, digest)
+        except (InsufficientCredits, ConcurrencyLimitExceeded):
+            # The same key may have won the race with the last credits or slot: then this is its replay.
+            record = self.store.get_idempotency(account_id, key)
+            if record is None:
                 raise
             return self._replay(account_id, record, digest)
         self.queue.send(task.task_id, account_id)
