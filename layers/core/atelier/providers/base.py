@@ -95,6 +95,16 @@ class JobState(BaseModel):
     #: The actual cost in credits, when the provider reports what it produced; None: as estimated.
     actual_credits: int | None = Field(default=None, ge=0)
 
+    @classmethod
+    def lost(cls, provider_job_id: str, message: str) -> JobState:
+        """The provider does not know the job (any more): final, failed, never charged."""
+        return cls(
+            provider_job_id=provider_job_id,
+            status=Status.FAILED,
+            raw_status='not_found',
+            error=JobError(code='provider_job_lost', message=message),
+        )
+
     @property
     def is_final(self) -> bool:
         return self.status.is_final

@@ -125,12 +125,7 @@ class CogProvider:
     def poll(self, provider_job_id: str) -> JobState:
         recorded = self._journal.get(NAME, provider_job_id)
         if recorded is None or not recorded.request:
-            return JobState(
-                provider_job_id=provider_job_id,
-                status=Status.FAILED,
-                raw_status='not_found',
-                error=JobError(code='provider_job_lost', message='This prediction was never submitted to Cog.'),
-            )
+            return JobState.lost(provider_job_id, 'This prediction was never submitted to Cog.')
         return self._put(provider_job_id, recorded.request)
 
     def cancel(self, provider_job_id: str) -> JobState:

@@ -53,12 +53,7 @@ class MockProvider:
     def poll(self, provider_job_id: str) -> JobState:
         payload = self._call('GET', f'/predictions/{provider_job_id}', missing_ok=True)
         if payload is None:
-            return JobState(
-                provider_job_id=provider_job_id,
-                status=Status.FAILED,
-                raw_status='not_found',
-                error=JobError(code='provider_job_lost', message='The provider no longer knows this job.'),
-            )
+            return JobState.lost(provider_job_id, 'The provider no longer knows this job.')
         return self._state(payload)
 
     def cancel(self, provider_job_id: str) -> JobState:

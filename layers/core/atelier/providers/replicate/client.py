@@ -123,12 +123,7 @@ class ReplicateProvider:
     def poll(self, provider_job_id: str) -> JobState:
         payload = self._call('GET', f'/v1/predictions/{provider_job_id}', missing_ok=True)
         if payload is None:
-            return JobState(
-                provider_job_id=provider_job_id,
-                status=Status.FAILED,
-                raw_status='not_found',
-                error=JobError(code='provider_job_lost', message='Replicate no longer knows this prediction.'),
-            )
+            return JobState.lost(provider_job_id, 'Replicate no longer knows this prediction.')
         return self._state(payload)
 
     def cancel(self, provider_job_id: str) -> JobState:
