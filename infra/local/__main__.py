@@ -19,18 +19,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         '--welcome-credits', type=int, default=100, help='promo credits for each new account (default 100)'
     )
+    parser.add_argument(
+        '--parameter-overrides',
+        nargs='*',
+        default=[],
+        metavar='Key=Value',
+        help="template parameters, as with 'sam deploy' (make dev PARAMS='LogLevel=DEBUG ...')",
+    )
     args = parser.parse_args(argv)
+    overrides = dict(item.split('=', 1) for item in args.parameter_overrides if '=' in item)
 
     stopped = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or a process manager
         signal.signal(signum, lambda *_: stopped.set())
-    with LocalServer(port=args.port, welcome_credits=args.welcome_credits) as server:
+    with LocalServer(port=args.port, welcome_credits=args.welcome_credits, parameters=overrides) as server:
+        admin = server.stack.admin
         sys.stdout.write(
             f'\nAtelier is running offline (template.yaml on moto; AWS endpoint {server.stack.endpoint})\n'
             f'  API         {server.url}\n'
             f'  Swagger UI  {server.url}/docs\n'
             f'  OpenAPI     {server.url}/openapi.json\n'
             f'  New accounts get {args.welcome_credits} welcome credits (--welcome-credits N).\n\n'
+            'The AWS endpoint enforces IAM; as an administrator (aws CLI, boto3) paste:\n'
+            f'  export AWS_ENDPOINT_URL={server.stack.endpoint}\n'
+            f'  export AWS_ACCESS_KEY_ID={admin["AWS_ACCESS_KEY_ID"]}\n'
+            f'  export AWS_SECRET_ACCESS_KEY={admin["AWS_SECRET_ACCESS_KEY"]}\n'
+            '  export AWS_DEFAULT_REGION=us-east-1\n'
+            '  aws lambda list-functions --query "Functions[].FunctionName"\n\n'
             'Try:\n'
             f'  curl {server.url}/health\n'
             f"  curl -s -X POST {server.url}/v1/auth/device -H 'content-type: application/json' "

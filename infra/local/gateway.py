@@ -63,8 +63,7 @@ class Gateway:
         ]
         # Specific routes first, like API Gateway's greedy-last matching.
         self.routes.sort(key=lambda r: (r.pattern is None, '{' in r.path, -len(r.path)))
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), self._handler_class())
         self._thread: threading.Thread | None = None
 
     @property
@@ -109,6 +108,10 @@ class Gateway:
         )
         payload = response['Payload'].read()
         if response.get('FunctionError'):
+            # What an HTTP API answers when its Lambda integration fails: no response from a function that
+            # timed out (503), any other unhandled error (500).
+            if b'Task timed out after' in payload:
+                return 503, {'content-type': 'application/json'}, b'{"message":"Service Unavailable"}'
             return 500, {'content-type': 'application/json'}, b'{"message":"Internal Server Error"}'
         return _to_http(json.loads(payload or b'null'))
 
@@ -193,10 +196,25 @@ class Gateway:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _serve
 
+            def __getattr__(self, name: str) -> Any:
+                # Any other method (TRACE, QUERY, ...) reaches the routes too, and so the JSON 405/404 of
+                # the $default route, where http.server would answer an HTML 501.
+                if name.startswith('do_'):
+                    return self._serve
+                raise AttributeError(name)
+
             def log_message(self, format: str, *args: Any) -> None:  # quiet: the stack logs invocations
                 return
 
         return Handler
+
+
+class _Server(ThreadingHTTPServer):
+    """A thread per connection and a deep accept queue: a burst of connections waits, it is not reset
+    (http.server's default backlog is 5)."""
+
+    daemon_threads = True
+    request_queue_size = 1024
 
 
 def _to_http(result: Any) -> tuple[int, dict[str, str], bytes]:

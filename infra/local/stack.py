@@ -3,8 +3,11 @@
 Start-up, in order:
 1. moto runs as a threaded server on 127.0.0.1 (a free port), with Docker-free Lambda and real
    state-machine execution (LocalStack's ASL interpreter, which ships in moto).
-2. Every Lambda ``Invoke`` that reaches moto runs the template's handler in-process
-   (:mod:`infra.local.runtime`).
+2. IAM is enforced on that endpoint (:mod:`infra.local.iam`): the stack itself deploys as an administrator
+   user, and every function, the state machine and the SQS pollers call AWS as their own roles.
+   Every Lambda ``Invoke`` that reaches moto runs the template's handler in an execution environment of
+   that function's own (a worker process with its environment, credentials, timeout and memory:
+   :mod:`infra.local.runtime`).
 3. The template is translated by aws-sam-translator and deployed through moto's CloudFormation:
    tables, queues and their DLQs, event source mappings, the bucket, the state machine, rules.
 4. SQS event source mappings are served by pollers that behave like Lambda's: long-poll, batch,
@@ -31,8 +34,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.local.runtime import FunctionError, InProcessRuntime
-from infra.local.template import ARTIFACT_BUCKET, ROOT, function_specs, load_template, mount_code, translate
+from infra.local.iam import ACCOUNT_ID, Enforcement, state_machine_clients
+from infra.local.runtime import FunctionError, InProcessRuntime, ProcessRuntime, Runtime
+from infra.local.template import (
+    ARTIFACT_BUCKET,
+    ROOT,
+    function_specs,
+    layer_paths,
+    load_template,
+    mount_code,
+    translate,
+)
 
 REGION = 'us-east-1'
 STACK_NAME = 'atelier-local'
@@ -53,13 +65,7 @@ LOCAL_SECRETS: dict[str, str] = {
 #: Resource types moto's CloudFormation does not deploy and the offline stack can do without.
 SKIPPED_OFFLINE = ('AWS::S3::BucketPolicy', 'AWS::CloudWatch::Alarm')
 
-_FAKE_CREDENTIALS = {
-    'AWS_ACCESS_KEY_ID': 'testing',
-    'AWS_SECRET_ACCESS_KEY': 'testing',
-    'AWS_SESSION_TOKEN': 'testing',
-    'AWS_DEFAULT_REGION': REGION,
-    'AWS_REGION': REGION,
-}
+_REGION_ENVIRONMENT = {'AWS_DEFAULT_REGION': REGION, 'AWS_REGION': REGION}
 
 
 @dataclass
@@ -68,6 +74,7 @@ class EventSourcePoller:
 
     queue_url: str
     function_name: str
+    role_arn: str
     batch_size: int
     report_batch_item_failures: bool
     stop: threading.Event = field(default_factory=threading.Event)
@@ -83,13 +90,33 @@ class OfflineStack:
         parameters: dict[str, str] | None = None,
         schedule_seconds: float = 5.0,
         environment: dict[str, str] | None = None,
+        template: dict[str, Any] | None = None,
+        isolation: bool = True,
+        max_environments: int = 4,
     ) -> None:
+        """``environment`` is added to every function's own (like ``Globals``); ``template`` replaces
+        ``template.yaml`` (tests that change a grant); ``isolation=False`` runs every handler in this process
+        with the administrator's credentials, only for the lifecycle cost bench, which counts SDK calls here."""
         self.stage = stage
         self.parameters = {'Stage': stage, **(parameters or {})}
         self.schedule_seconds = schedule_seconds
-        self.extra_environment = environment or {}
-        self.template = load_template()
-        self.runtime = InProcessRuntime(function_specs(self.template))
+        self.template = template or load_template()
+        self.iam = Enforcement(REGION)
+        specs = function_specs(self.template)
+        self.runtime: Runtime = (
+            ProcessRuntime(
+                specs,
+                region=REGION,
+                layer_paths=layer_paths(self.template),
+                endpoint=lambda: self.endpoint,
+                credentials=self.iam.role_credentials,
+                extra_environment=environment,
+                max_environments=max_environments,
+            )
+            if isolation
+            else InProcessRuntime(specs)
+        )
+        self.admin: dict[str, str] = {}
         self.resources: dict[str, str] = {}
         self.outputs: dict[str, str] = {}
         self.endpoint = ''
@@ -100,7 +127,8 @@ class OfflineStack:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> OfflineStack:
-        mount_code(self.template)
+        if isinstance(self.runtime, InProcessRuntime):
+            mount_code(self.template)
         self._start_moto()
         self._seed_secrets()
         self._upload_artifacts()
@@ -113,6 +141,8 @@ class OfflineStack:
         self._stopping.set()
         for thread in self._threads:
             thread.join(timeout=5)
+        self.runtime.close()
+        self.iam.disable()
         if self._server is not None:
             self._server.stop()
             self._server = None
@@ -129,19 +159,40 @@ class OfflineStack:
         self.stop()
 
     # ------------------------------------------------------------------ accessors
-    def client(self, service: str) -> Any:
+    def client(self, service: str, **kwargs: Any) -> Any:
+        """A client of the offline endpoint, signed as the administrator."""
         import boto3
 
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION)
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION, **kwargs)
+
+    def client_as(self, role_arn: str, service: str, **kwargs: Any) -> Any:
+        """A client signed with ``role_arn``'s credentials, as the service that assumes that role calls AWS."""
+        import boto3
+
+        keys = self.iam.role_credentials(role_arn)
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=keys['AWS_ACCESS_KEY_ID'],
+            aws_secret_access_key=keys['AWS_SECRET_ACCESS_KEY'],
+            aws_session_token=keys['AWS_SESSION_TOKEN'],
+            **kwargs,
+        )
+
+    def role_of(self, logical_id: str) -> str:
+        """The ARN of the execution role of function ``logical_id``."""
+        return self.runtime.by_logical_id(logical_id).role_arn
 
     def physical_id(self, logical_id: str) -> str:
         return self.resources[logical_id]
 
     def invoke(self, logical_id: str, event: Any) -> Any:
         """Invoke a function by its template name through moto's Lambda API, as the console would."""
-        response = self.client('lambda').invoke(
-            FunctionName=self.physical_id(logical_id), Payload=json.dumps(event).encode()
-        )
+        from botocore.config import Config
+
+        lambda_ = self.client('lambda', config=Config(read_timeout=960, retries={'total_max_attempts': 1}))
+        response = lambda_.invoke(FunctionName=self.physical_id(logical_id), Payload=json.dumps(event).encode())
         payload = json.loads(response['Payload'].read() or b'null')
         if response.get('FunctionError'):
             raise FunctionError(payload)
@@ -177,14 +228,21 @@ class OfflineStack:
             return runtime.invoke_bytes(function_name, body, response_headers)
 
         LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign,assignment]
+        # The roles SAM makes attach AWS managed policies (basic execution, the SQS poller's): load them.
+        self._setenv({'MOTO_IAM_LOAD_MANAGED_POLICIES': 'true'})
+        self.iam.install()
+        state_machine_clients(self.iam.role_credentials)
 
-        self._setenv(_FAKE_CREDENTIALS)
         self._server = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint = f'http://{host}:{port}'
+        # This process (the stack, the tests, ops) is the administrator; everything else is its own role.
+        self.admin = self.iam.admin_credentials()
+        self.iam.enable()
         # MOTO_PORT lets the ASL interpreter's Task states call back into this server.
-        self._setenv({'AWS_ENDPOINT_URL': self.endpoint, 'MOTO_PORT': str(port), **self.extra_environment})
+        self._setenv({**_REGION_ENVIRONMENT, **self.admin, 'AWS_ENDPOINT_URL': self.endpoint, 'MOTO_PORT': str(port)})
+        os.environ.pop('AWS_SESSION_TOKEN', None)
 
     def _seed_secrets(self) -> None:
         ssm = self.client('ssm')
@@ -216,18 +274,28 @@ class OfflineStack:
         for resource in cloudformation.describe_stack_resources(StackName=STACK_NAME)['StackResources']:
             if resource.get('LogicalResourceId') and resource.get('PhysicalResourceId'):
                 self.resources[resource['LogicalResourceId']] = resource['PhysicalResourceId']
+        self._attach_managed_policies(cfn)
 
         lambda_ = self.client('lambda')
-        environment: dict[str, str] = {}
+        shared: dict[str, str] = {}
         for logical_id in self.runtime.specs:
             configuration = lambda_.get_function(FunctionName=self.resources[logical_id])['Configuration']
-            self.runtime.register(logical_id, configuration['FunctionName'], configuration)
-            for key, value in (configuration.get('Environment') or {}).get('Variables', {}).items():
-                value = str(value)  # CloudFormation hands Number parameters over as numbers
-                if environment.setdefault(key, value) != value:
-                    # All handlers share one process and so one os.environ.
-                    raise RuntimeError(f'functions disagree on environment variable {key}; set it in Globals')
-        self._setenv(environment)
+            function = self.runtime.register(logical_id, configuration)
+            shared.update(function.environment)
+        if isinstance(self.runtime, InProcessRuntime):
+            self._setenv(shared)  # the bench's handlers all read this process's environment
+
+    def _attach_managed_policies(self, cfn: dict[str, Any]) -> None:
+        """moto's CloudFormation creates roles without their ``ManagedPolicyArns`` (SAM attaches the basic
+        execution role, X-Ray and the SQS poller's policy that way): attach them as CloudFormation would."""
+        iam = self.client('iam')
+        for logical_id, resource in cfn['Resources'].items():
+            if resource['Type'] != 'AWS::IAM::Role' or logical_id not in self.resources:
+                continue
+            for arn in resource['Properties'].get('ManagedPolicyArns') or []:
+                if isinstance(arn, dict) and 'Fn::Sub' in arn:
+                    arn = str(arn['Fn::Sub']).replace('${AWS::Partition}', 'aws')
+                iam.attach_role_policy(RoleName=self.resources[logical_id], PolicyArn=str(arn))
 
     def _start_pollers(self) -> None:
         from moto.sqs.models import sqs_backends
@@ -237,17 +305,19 @@ class OfflineStack:
         for mapping in lambda_.list_event_source_mappings()['EventSourceMappings']:
             queue_name = mapping['EventSourceArn'].rsplit(':', 1)[-1]
             # moto would run the consumer inside SendMessage; Lambda polls instead, and so do we.
-            sqs_backends['123456789012'][REGION].queues[queue_name].lambda_event_source_mappings.clear()
+            sqs_backends[ACCOUNT_ID][REGION].queues[queue_name].lambda_event_source_mappings.clear()
             poller = EventSourcePoller(
                 queue_url=sqs.get_queue_url(QueueName=queue_name)['QueueUrl'],
                 function_name=mapping['FunctionArn'],
+                role_arn=self.runtime.function(mapping['FunctionArn']).role_arn,
                 batch_size=int(mapping.get('BatchSize', 10)),
                 report_batch_item_failures='ReportBatchItemFailures' in mapping.get('FunctionResponseTypes', []),
             )
             self._spawn(f'sqs-{queue_name}', lambda p=poller: self._poll(p))
 
     def _poll(self, poller: EventSourcePoller) -> None:
-        sqs = self.client('sqs')
+        # Lambda's poller reads, deletes and inspects the queue with the function's own role.
+        sqs = self.client_as(poller.role_arn, 'sqs')
         while not self._stopping.is_set():
             messages = sqs.receive_message(
                 QueueUrl=poller.queue_url,
@@ -280,11 +350,31 @@ class OfflineStack:
                 continue
             interval = min(_rate_seconds(rule['ScheduleExpression']), self.schedule_seconds)
             for target in events.list_targets_by_rule(Rule=rule['Name'])['Targets']:
-                if ':function:' in target['Arn']:
+                if ':function:' in target['Arn'] and self._events_may_invoke(target['Arn'], rule['Arn']):
                     payload = json.loads(target['Input']) if target.get('Input') else _scheduled_event(rule)
                     self._spawn(
                         f'schedule-{rule["Name"]}', lambda a=target['Arn'], p=payload, i=interval: self._tick(a, p, i)
                     )
+
+    def _events_may_invoke(self, function_arn: str, rule_arn: str) -> bool:
+        """EventBridge invokes a function only where the function's resource policy lets the rule do so."""
+        import botocore.exceptions
+
+        try:
+            policy = json.loads(self.client('lambda').get_policy(FunctionName=function_arn)['Policy'])
+        except botocore.exceptions.ClientError:
+            policy = {'Statement': []}
+        for statement in policy.get('Statement', []):
+            principal = statement.get('Principal')
+            service = principal.get('Service') if isinstance(principal, dict) else principal
+            source = (statement.get('Condition') or {}).get('ArnLike', {}).get('AWS:SourceArn', rule_arn)
+            if statement.get('Effect') == 'Allow' and service == 'events.amazonaws.com' and source == rule_arn:
+                return True
+        self.iam.decide('arn:aws:iam::events.amazonaws.com', [], 'lambda:InvokeFunction', function_arn)
+        logging.getLogger('infra.local').error(
+            'schedule %s may not invoke %s (no lambda permission)', rule_arn, function_arn
+        )
+        return False
 
     def _tick(self, function_arn: str, payload: dict[str, Any], interval: float) -> None:
         while not self._stopping.wait(interval):
@@ -382,7 +472,7 @@ def _scheduled_event(rule: dict[str, Any]) -> dict[str, Any]:
         'id': 'local',
         'detail-type': 'Scheduled Event',
         'source': 'aws.events',
-        'account': '123456789012',
+        'account': ACCOUNT_ID,
         'time': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
         'region': REGION,
         'resources': [rule['Arn']],

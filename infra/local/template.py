@@ -79,15 +79,19 @@ def function_specs(template: dict[str, Any] | None = None) -> dict[str, Function
     return specs
 
 
-def mount_code(template: dict[str, Any] | None = None) -> None:
-    """Put the layers where Lambda mounts them (``/opt/python``) on the import path, and the repo root
-    (so ``functions.<name>.app`` imports as tests import it)."""
+def layer_paths(template: dict[str, Any] | None = None) -> list[str]:
+    """Where the layers' code lives locally: what Lambda mounts at ``/opt/python``."""
     template = template or load_template()
-    paths = [
+    return [
         str(ROOT / res['Properties']['ContentUri'])
         for res in resources_of_type(template, 'AWS::Serverless::LayerVersion').values()
     ]
-    for path in [*paths, str(ROOT)]:
+
+
+def mount_code(template: dict[str, Any] | None = None) -> None:
+    """Put the layers where Lambda mounts them (``/opt/python``) on this process's import path, and the repo
+    root (so ``functions.<name>.app`` imports as tests import it)."""
+    for path in [*layer_paths(template), str(ROOT)]:
         if path not in sys.path:
             sys.path.insert(0, path)
 

@@ -76,3 +76,19 @@ class Stack:
 def stack() -> Iterator[Stack]:
     with LocalServer(port=0, schedule_seconds=2.0) as server:
         yield Stack(server)
+
+
+@pytest.fixture(autouse=True)
+def no_access_denied(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The IAM check: every AWS call any function, the state machine or a poller made during the test was
+    allowed by its own role (the offline endpoint enforces IAM on action and resource). A denial fails the
+    test and names the role, action and resource, even where the code under test swallowed the error.
+    Tests that provoke a denial on purpose say so with ``@pytest.mark.access_denied_expected``."""
+    if 'stack' not in request.fixturenames or request.node.get_closest_marker('access_denied_expected'):
+        yield
+        return
+    stack: Stack = request.getfixturevalue('stack')
+    before = len(stack.server.stack.iam.decisions)
+    yield
+    denied = stack.server.stack.iam.denied(since=before)
+    assert not denied, 'AccessDenied offline (would fail in AWS):\n' + '\n'.join(d.message() for d in denied)
