@@ -2,6 +2,10 @@
 
 Handlers call these; domain code receives what they return. Tests build their own instances
 (with fakes, moto or DynamoDB Local) instead of calling these.
+
+Nothing here reads a secret while wiring: a secret is fetched when an operation first needs it, so
+each function reads exactly the secrets of the paths it runs, and its role grants exactly those
+(template.yaml; tests/unit/infra/test_template_policies.py keeps the two in step).
 """
 
 from __future__ import annotations
@@ -22,10 +26,19 @@ def derived_key(purpose: str) -> bytes:
     return hmac.new(secret, purpose.encode('utf-8'), hashlib.sha256).digest()
 
 
+def _cursor_key() -> bytes:
+    return derived_key('cursor')
+
+
 @cache
 def ledger() -> Ledger:
+    """The one ledger of this execution environment (tasks and payments use it too).
+
+    Its cursor key is derived on first use: only listing entries (``GET /v1/ledger``) signs or checks a
+    cursor, so only the ledger API reads the token secret for it; the ledger jobs never do.
+    """
     settings = get_settings()
-    return Ledger(DynamoDBLedgerStore(client('dynamodb'), settings.ledger_table), cursor_key=derived_key('cursor'))
+    return Ledger(DynamoDBLedgerStore(client('dynamodb'), settings.ledger_table), cursor_key=_cursor_key)
 
 
 @cache

@@ -77,7 +77,9 @@ class Ledger:
     clock
         Current time; injectable so that expiry can be tested.
     cursor_key
-        Secret that signs listing cursors (so a client cannot forge or alter one).
+        Secret that signs listing cursors (so a client cannot forge or alter one), or how to fetch it: a
+        callable is called once, when a cursor is first signed or checked, so that a function that never
+        lists entries never reads the secret.
     max_attempts
         How often one call re-reads and retries under contention before giving up with
         :class:`~atelier.ledger.errors.LedgerUnavailable`.
@@ -88,7 +90,7 @@ class Ledger:
         store: LedgerStore,
         *,
         clock: Clock = utc_now,
-        cursor_key: bytes = _DEFAULT_CURSOR_KEY,
+        cursor_key: bytes | Callable[[], bytes] = _DEFAULT_CURSOR_KEY,
         max_attempts: int = 100,
         backoff_base: float = 0.005,
         backoff_cap: float = 0.05,
@@ -96,7 +98,8 @@ class Ledger:
     ) -> None:
         self._store = store
         self._clock = clock
-        self._cursor_key = cursor_key
+        self._cursor_key_source = cursor_key
+        self._cursor_key: bytes | None = cursor_key if isinstance(cursor_key, bytes) else None
         self._max_attempts = max_attempts
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
@@ -613,8 +616,14 @@ class Ledger:
 
     # ------------------------------------------------------------ cursors
 
+    def _key(self) -> bytes:
+        if self._cursor_key is None:
+            assert callable(self._cursor_key_source)
+            self._cursor_key = self._cursor_key_source()
+        return self._cursor_key
+
     def _sign(self, account_id: str, payload: str) -> str:
-        mac = hmac.new(self._cursor_key, f'{account_id}\n{payload}'.encode(), hashlib.sha256).digest()[:16]
+        mac = hmac.new(self._key(), f'{account_id}\n{payload}'.encode(), hashlib.sha256).digest()[:16]
         return base64.urlsafe_b64encode(mac).decode().rstrip('=')
 
     def _encode_cursor(self, account_id: str, position: EntryPosition) -> str:

@@ -72,7 +72,9 @@ def configured_providers(
         def mock() -> Provider:
             from atelier.providers.mock.client import MockProvider
 
-            return MockProvider(mock_provider_url, webhook_secret=secret(WEBHOOK_SECRET_NAMES['mock']), catalog=catalog)
+            return MockProvider(
+                mock_provider_url, webhook_secret=lambda: secret(WEBHOOK_SECRET_NAMES['mock']), catalog=catalog
+            )
 
         factories['mock'] = mock
     tasks_table = settings.tasks_table

@@ -21,16 +21,15 @@ def media() -> MediaStore:
 @cache
 def task_service() -> TaskService:
     """The :class:`TaskService` on DynamoDB, the ledger, S3, SQS, Step Functions and the configured providers."""
-    from atelier.aws import client
-    from atelier.ledger import DynamoDBLedgerStore, Ledger
+    from atelier.wiring import ledger
 
     settings = get_settings()
     catalog = load_catalog()
     providers = configured_providers(settings, secret=settings.secret, catalog=catalog)
     return TaskService(
         store=TaskStore(settings.tasks_table),
-        # Tasks never list ledger entries, so this ledger needs no cursor key (and its steps no token secret).
-        ledger=Ledger(DynamoDBLedgerStore(client('dynamodb'), settings.ledger_table)),
+        # The shared ledger: tasks never list entries, so their steps never read the token secret for cursors.
+        ledger=ledger(),
         catalog=catalog.available(providers.names),
         providers=providers,
         media=media(),

@@ -18,7 +18,7 @@ from atelier.providers.base import (
     ProviderUnavailable,
     Status,
 )
-from atelier.providers.common import signed_prediction
+from atelier.providers.common import LazySecret, SecretSource, signed_prediction
 
 NAME = 'mock'
 _STATUSES = {
@@ -38,10 +38,10 @@ class MockProvider:
     name = NAME
 
     def __init__(
-        self, base_url: str, *, webhook_secret: str, catalog: Catalog, http: httpx.Client | None = None
+        self, base_url: str, *, webhook_secret: SecretSource, catalog: Catalog, http: httpx.Client | None = None
     ) -> None:
         self._base_url = base_url.rstrip('/')
-        self._secret = webhook_secret
+        self._secret = LazySecret(webhook_secret)  # only webhooks are verified with it: the steps never read it
         self._catalog = catalog
         self._http = http or httpx.Client(timeout=httpx.Timeout(10.0, connect=3.0))
 
@@ -63,7 +63,7 @@ class MockProvider:
         return self._state(payload)
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> JobState:
-        signing.verify(self._secret, headers, body)
+        signing.verify(self._secret(), headers, body)
         return self._state(signed_prediction(body))
 
     # ------------------------------------------------------------------ plumbing
