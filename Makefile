@@ -7,12 +7,15 @@ PORT ?= 3000
 STAGE ?= dev
 PYTEST_WORKERS ?= 2
 CODE := functions layers/core infra tests
+# checkov pins boto3 and packaging below what the project needs (boto3==1.35.49), so it gets a venv of its own.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV ?= .venv-checkov
 
-.PHONY: help deps dev test unit integration e2e lint format typecheck cfn-lint openapi layer-reqs bench build deploy clean
+.PHONY: help deps dev test unit integration e2e lint format typecheck cfn-lint checkov openapi layer-reqs bench build deploy clean
 
 help:
 	@echo "make dev          serve the API offline on 127.0.0.1:$(PORT) (template on moto, full async lifecycle)"
-	@echo "make test         lint, type-check, cfn-lint, then every test suite"
+	@echo "make test         lint, type-check, cfn-lint, checkov, then every test suite"
 	@echo "make bench        cold-start, ledger and lifecycle benchmarks"
 	@echo "make openapi      regenerate layers/core/atelier/api/openapi.json"
 	@echo "make build        sam build;  make deploy STAGE=dev|prod   sam deploy --config-env STAGE"
@@ -26,6 +29,12 @@ $(VENV)/.installed: pyproject.toml package.json
 	touch $@
 
 deps: $(VENV)/.installed
+
+$(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $@
 
 # ---------------------------------------------------------------- run
 dev: deps
@@ -46,6 +55,11 @@ typecheck: deps
 cfn-lint: deps
 	$(VENV)/bin/cfn-lint template.yaml
 
+# Settings and the skips that hold for a whole kind of resource are in .checkov.yaml; the others sit next to
+# their resource in template.yaml. checkov reads the SAM resource types (AWS::Serverless::Function) as they are.
+checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+	$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml -f template.yaml
+
 # Unit and integration tests share a process pool; the e2e suite gets its own process because the
 # offline stack points every AWS SDK in its process at its moto server.
 unit: deps
@@ -58,7 +72,7 @@ e2e: deps
 	$(PY) -m pytest tests/e2e -q
 
 # -v on the slower suites so the log names what ran (the ledger model and DynamoDB Local concurrency tests).
-test: lint typecheck cfn-lint
+test: lint typecheck cfn-lint checkov
 	$(PY) -m pytest tests/unit -q
 	$(PY) -m pytest tests/integration tests/contract -v -n $(PYTEST_WORKERS) --durations=10
 	$(PY) -m pytest tests/e2e -v --durations=10

@@ -8,7 +8,12 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ('infra.bench.coldstart', 'infra.bench.ledger_bench', 'infra.bench.lifecycle_bench')
+BENCHMARKS = (
+    'infra.bench.coldstart',
+    'infra.bench.offline_coldstart',
+    'infra.bench.ledger_bench',
+    'infra.bench.lifecycle_bench',
+)
 
 
 def main() -> int:

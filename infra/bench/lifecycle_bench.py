@@ -1088,7 +1088,9 @@ def run(tasks: int, warmup: int, poll_interval: float, *, show_calls: bool = Fal
     recorder.install(boto3._get_default_session().events)
     try:
         # Schedules as in the template (sweeper each minute; left out of the counts); handlers' INFO logs off.
-        with LocalServer(port=0, schedule_seconds=3600.0, parameters={'LogLevel': 'WARNING'}) as server:
+        with LocalServer(
+            port=0, schedule_seconds=3600.0, parameters={'LogLevel': 'WARNING'}, isolation=False
+        ) as server:
             recorder.wrap(server.stack.runtime)
             bench = Bench(server, recorder)
             bench.sign_in_with_credits(CREDITS_PER_TASK * (tasks + warmup) * len(PATHS) + 100)

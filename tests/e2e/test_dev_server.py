@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import boto3
 import httpx
 
 from infra.local.cog_server import free_port
@@ -18,7 +20,8 @@ def test_the_dev_server_starts_serves_and_stops_on_ctrl_c():
     # Given `python -m infra.local` started on a free port, as `make dev PORT=...` does
     port = free_port()
     env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
-    for key in ('AWS_ENDPOINT_URL', 'MOTO_PORT'):  # this test process's own stack must not leak into it
+    # this test process's own stack (endpoint, administrator) must not leak into it
+    for key in ('AWS_ENDPOINT_URL', 'MOTO_PORT', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY'):
         env.pop(key, None)
     process = subprocess.Popen(
         [sys.executable, '-m', 'infra.local', '--port', str(port)],
@@ -47,6 +50,23 @@ def test_the_dev_server_starts_serves_and_stops_on_ctrl_c():
         token = signed_in.json()['token']
         me = httpx.get(f'http://127.0.0.1:{port}/v1/me', headers={'authorization': f'Bearer {token}'}).json()
         assert me['balance'] == {'available': 100, 'held': 0}  # the dev server's welcome credits
+        # And the banner's export lines make an administrator of the AWS SDK/CLI on the offline endpoint
+        exports = dict(
+            line.strip().removeprefix('export ').split('=', 1) for line in banner if line.strip().startswith('export ')
+        )
+        admin = boto3.Session(
+            aws_access_key_id=exports['AWS_ACCESS_KEY_ID'],
+            aws_secret_access_key=exports['AWS_SECRET_ACCESS_KEY'],
+            region_name=exports['AWS_DEFAULT_REGION'],
+        )
+        lambda_ = admin.client('lambda', endpoint_url=exports['AWS_ENDPOINT_URL'])
+        names = [f['FunctionName'] for f in lambda_.list_functions()['Functions']]
+        reconcile = next(name for name in names if 'ReconcileLedger' in name)
+        answer = lambda_.invoke(FunctionName=reconcile, Payload=json.dumps({'account_ids': [me['account_id']]}))
+        assert 'FunctionError' not in answer, answer['Payload'].read()
+        assert json.loads(answer['Payload'].read()) == {'checked': 1, 'mismatched': []}
+        tables = admin.client('dynamodb', endpoint_url=exports['AWS_ENDPOINT_URL']).list_tables()['TableNames']
+        assert any('LedgerTable' in table for table in tables)
         # And Ctrl-C stops it cleanly
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
