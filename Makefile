@@ -38,7 +38,7 @@ $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
 
 # ---------------------------------------------------------------- run
 dev: deps
-	$(PY) -m infra.local --port $(PORT)
+	$(PY) -m infra.local --port $(PORT) $(if $(PARAMS),--parameter-overrides $(PARAMS))
 
 # ---------------------------------------------------------------- checks
 lint: deps
