@@ -195,6 +195,10 @@ def requested_actions(service: str, action: str, region: str, request: Any, reso
         if 'Path' in params:
             names.append(params['Path'])
         for name in names or ['*']:
+            if name.startswith('arn:'):
+                yield action, name
+                continue
+            name = name.split(':', 1)[0]  # name:version and name:label are authorized on the parameter
             yield action, _arn('ssm', region, f'parameter{name}' if name.startswith('/') else f'parameter/{name}')
     elif service == 'sqs':
         queue = str(params.get('QueueUrl') or params.get('QueueName') or '').rstrip('/').rsplit('/', 1)[-1]
@@ -253,8 +257,11 @@ def _lambda_resource(request: Any, region: str) -> str:
     match = re.search(r'/functions/([^/]+)', unquote(urlparse(request.uri).path))
     if not match:
         return '*'
-    name = match.group(1)
-    return name if name.startswith('arn:') else _arn('lambda', region, f'function:{name}')
+    name = match.group(1).split(':function:')[-1]  # a name, a partial ARN or a full ARN
+    qualifier = (request.querystring.get('Qualifier') or [None])[0]
+    if qualifier and ':' not in name:
+        name = f'{name}:{qualifier}'  # a qualified invoke needs a grant on function:name:qualifier (or name:*)
+    return _arn('lambda', region, f'function:{name}')
 
 
 def _s3_resource(action: str, request: Any, resource: str) -> str:
@@ -293,6 +300,10 @@ def _authorize(self: Any, iam_request_cls: type, resource: str = '*') -> None:
     if self.headers.get('X-Amz-Target') in type(self).PUBLIC_OPERATIONS:
         return
     if 'Authorization' not in self.headers:
+        if iam_request_cls.__name__ != 'S3IAMRequest':  # only S3 takes presigned (query) authentication
+            from moto.core.exceptions import InvalidClientTokenIdError
+
+            raise InvalidClientTokenIdError()
         service, region, principal, policies = _presigned_caller(self)
         action = f'{service}:{self._get_action()}'
     else:
@@ -342,6 +353,8 @@ def _presigned_caller(request: Any) -> tuple[str, str, str, list[Any]]:
     from moto.s3.exceptions import S3AccessDeniedError
 
     fields = {k.lower(): v for k, v in request.querystring.items()}
+    if _expired(fields):
+        raise S3AccessDeniedError()  # "Request has expired"
     token = (fields.get('x-amz-security-token') or [None])[0]
     credential = (fields.get('x-amz-credential') or [''])[0].split('/')  # SigV4: key/date/region/service/...
     if len(credential) >= 5:
@@ -356,6 +369,25 @@ def _presigned_caller(request: Any) -> tuple[str, str, str, list[Any]]:
     except CreateAccessKeyFailure:
         raise S3AccessDeniedError() from None
     return service, region, key.arn, key.collect_policies()
+
+
+def _expired(fields: dict[str, Any]) -> bool:
+    """A presigned URL past its expiry (SigV4 ``X-Amz-Date`` + ``X-Amz-Expires``, SigV2 ``Expires``)."""
+    import calendar
+
+    def first(name: str) -> str | None:
+        value = fields.get(name)
+        return str(value[0] if isinstance(value, list) else value) if value else None
+
+    try:
+        if first('x-amz-date') and first('x-amz-expires'):
+            signed = calendar.timegm(time.strptime(str(first('x-amz-date')), '%Y%m%dT%H%M%SZ'))
+            return time.time() > signed + int(str(first('x-amz-expires')))
+        if first('expires') and first('awsaccesskeyid'):
+            return time.time() > int(str(first('expires')))
+    except ValueError:
+        return True
+    return False
 
 
 def _access_denied(service: str, decision: Decision) -> Exception:

@@ -128,15 +128,21 @@ class ExecutionEnvironment:
         self.function = function
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
-        self.process = subprocess.Popen(
-            [sys.executable, str(WORKER), f'{to_child_r},{from_child_w}', layers, repr(time.time())],
-            env=environment,
-            cwd=function.spec.code_dir,
-            pass_fds=(to_child_r, from_child_w),
-            stdin=subprocess.DEVNULL,
-        )
-        os.close(to_child_r)
-        os.close(from_child_w)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, str(WORKER), f'{to_child_r},{from_child_w}', layers, repr(time.time())],
+                env=environment,
+                cwd=function.spec.code_dir,
+                pass_fds=(to_child_r, from_child_w),
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError:
+            for fd in (self._to_child, self._from_child):
+                os.close(fd)
+            raise
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
         self._buffer = b''
         self.init_ms: float | None = None
 
@@ -170,9 +176,12 @@ class ExecutionEnvironment:
             if remaining <= 0:
                 self.kill()
                 raise _Stopped(_timed_out(request_id, timeout))
-            readable, _, _ = select.select([self._from_child], [], [], min(remaining, _MEMORY_CHECK_SECONDS))
+            try:
+                readable, _, _ = select.select([self._from_child], [], [], min(remaining, _MEMORY_CHECK_SECONDS))
+                chunk = os.read(self._from_child, 1 << 16) if readable else None
+            except (OSError, ValueError):  # the runtime was closed under this invocation
+                raise _Stopped(_runtime_exit(request_id)) from None
             if readable:
-                chunk = os.read(self._from_child, 1 << 16)
                 if not chunk:
                     self.kill()
                     raise _Stopped(_runtime_exit(request_id))
@@ -248,7 +257,12 @@ class Runtime:
         self, function_name_or_arn: str, body: bytes | str | None, response_headers: dict[str, Any]
     ) -> bytes:
         """moto's ``Invoke`` contract: JSON bytes in, JSON bytes out, errors flagged in a header."""
-        event = json.loads(body) if body else {}
+        try:
+            event = json.loads(body) if body else {}
+        except ValueError:
+            from moto.core.exceptions import JsonRESTError
+
+            raise JsonRESTError('InvalidRequestContentException', 'Could not parse request body into json') from None
         try:
             result = self.invoke(function_name_or_arn, event, source=_source_of(event))
         except FunctionError as exc:
@@ -377,17 +391,19 @@ class ProcessRuntime(Runtime):
         finally:
             with pool.condition:
                 pool.starting -= 1
+                pool.condition.notify()  # a failed start frees its place for a waiter
         with pool.condition:
             pool.all.add(environment)
         return environment, True
 
     def _release(self, pool: _Pool, environment: ExecutionEnvironment) -> None:
         with pool.condition:
-            if self._closed:
-                environment.close()
-            else:
+            closed = self._closed
+            if not closed:
                 pool.idle.append(environment)
             pool.condition.notify()
+        if closed:
+            environment.kill()
 
     def _discard(self, pool: _Pool, environment: ExecutionEnvironment | None) -> None:
         if environment is not None:
@@ -419,7 +435,10 @@ class ProcessRuntime(Runtime):
                 pool.all.clear()
                 pool.condition.notify_all()
             for environment in environments:
-                environment.kill()
+                # Only the signal: a busy environment's pipes belong to the thread reading them, which sees
+                # the end of the stream and cleans up (closing them here could hand it a reused descriptor).
+                if environment.process.poll() is None:
+                    environment.process.kill()
 
 
 class InProcessRuntime(Runtime):
