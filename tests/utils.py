@@ -3,7 +3,22 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar('T')
+
+
+def wait_until(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> T | None:
+    """Call ``check`` until it returns something truthy and return that, or ``None`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
 
 
 def http_event(

@@ -277,13 +277,11 @@ class OfflineStack:
         self._attach_managed_policies(cfn)
 
         lambda_ = self.client('lambda')
-        shared: dict[str, str] = {}
         for logical_id in self.runtime.specs:
             configuration = lambda_.get_function(FunctionName=self.resources[logical_id])['Configuration']
             function = self.runtime.register(logical_id, configuration)
-            shared.update(function.environment)
-        if isinstance(self.runtime, InProcessRuntime):
-            self._setenv(shared)  # the bench's handlers all read this process's environment
+            if isinstance(self.runtime, InProcessRuntime):
+                self._setenv(dict(function.environment))  # the bench's handlers all read this process's environment
 
     def _attach_managed_policies(self, cfn: dict[str, Any]) -> None:
         """moto's CloudFormation creates roles without their ``ManagedPolicyArns`` (SAM attaches the basic

@@ -1,20 +1,16 @@
 """The async plumbing of the real template works offline: queue -> consumer, state machine -> handlers."""
 
 import json
-import time
 import uuid
 
 from tests.e2e.conftest import Stack
+from tests.utils import wait_until
 
 
 def _wait(predicate, timeout: float = 10.0):  # type: ignore[no-untyped-def]
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError('timed out')
+    found = wait_until(predicate, timeout)
+    assert found, 'timed out'
+    return found
 
 
 def test_a_message_on_the_template_queue_reaches_its_consumer_through_the_event_source_mapping(stack: Stack):

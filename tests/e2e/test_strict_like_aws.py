@@ -85,8 +85,9 @@ def test_a_new_environment_is_a_cold_start_with_its_init_duration_and_then_stays
     for _ in range(3):
         stack.http.get('/health').raise_for_status()
     # Then the first invocation reported an init duration and the later ones reused the warm environment
+    # (other traffic may reach the $default route meanwhile: the first invocation is cold whoever made it)
     meta = [i for i in runtime.invocations[before:] if i.function == 'MetaApiFunction']
-    assert len(meta) == 3
+    assert len(meta) >= 3
     assert meta[0].init_ms is not None and meta[0].init_ms > 0, meta
     assert any(i.init_ms is None for i in meta[1:]), meta
 

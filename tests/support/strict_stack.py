@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import sys
-import time
 from typing import Any
 
 ASL = {
@@ -84,27 +83,20 @@ def strict_template() -> dict[str, Any]:
     return template
 
 
-def _wait(check: Any, seconds: float = 30.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.25)
-    return None
-
-
 def main() -> int:
     import httpx
 
     from infra.local.runtime import FunctionError
     from infra.local.server import LocalServer
+    from tests.utils import wait_until
 
     seen: dict[str, Any] = {}
     with LocalServer(port=0, schedule_seconds=1.0, template=strict_template()) as server:
         stack = server.stack
         # 1. The grant removed: the hourly expiry (ticking every second here) is denied on the ledger table.
-        denial = _wait(lambda: [d for d in stack.iam.denied() if d.role_name and 'ExpireCredits' in d.role_name])
+        denial = wait_until(
+            lambda: [d for d in stack.iam.denied() if d.role_name and 'ExpireCredits' in d.role_name], 30
+        )
         expiry_errors = [i.error for i in stack.runtime.invocations if i.function == 'ExpireCreditsFunction']
         seen['denied'] = [
             {'role': d.role_name, 'action': d.action, 'resource': d.resource, 'message': d.message()}
@@ -131,7 +123,7 @@ def main() -> int:
         sqs = stack.client('sqs')
         queue, dead = stack.physical_id('SleepyQueue'), stack.physical_id('SleepyDeadLetterQueue')
         sqs.send_message(QueueUrl=queue, MessageBody='{"sleep": 5}')
-        dead_letters = _wait(lambda: sqs.receive_message(QueueUrl=dead, WaitTimeSeconds=1).get('Messages'), 40)
+        dead_letters = wait_until(lambda: sqs.receive_message(QueueUrl=dead, WaitTimeSeconds=1).get('Messages'), 40)
         seen['sqs'] = {
             'dead_lettered': bool(dead_letters),
             'attempts': sum(
@@ -142,7 +134,7 @@ def main() -> int:
         # 5. From Step Functions: Lambda.Unknown, retried once by the state's Retry, then the execution fails.
         sfn = stack.client('stepfunctions')
         execution = sfn.start_execution(stateMachineArn=stack.physical_id('SleepyStateMachine'))['executionArn']
-        described = _wait(
+        described = wait_until(
             lambda: (d := sfn.describe_execution(executionArn=execution))['status'] != 'RUNNING' and d, 40
         )
         history = sfn.get_execution_history(executionArn=execution, maxResults=1000)['events']
