@@ -123,6 +123,7 @@ class OfflineStack:
         self._server: Any = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
+        self._schedules = threading.Lock()  # held by each scheduled run, and by paused_schedules()
         self._saved_environ: dict[str, str | None] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -376,8 +377,15 @@ class OfflineStack:
 
     def _tick(self, function_arn: str, payload: dict[str, Any], interval: float) -> None:
         while not self._stopping.wait(interval):
-            with contextlib.suppress(FunctionError):
+            with self._schedules, contextlib.suppress(FunctionError):
                 self.runtime.invoke(function_arn, payload, source='schedule')
+
+    @contextlib.contextmanager
+    def paused_schedules(self) -> Iterator[None]:
+        """No scheduled run starts (and none is running) inside this block: for a test that runs a scheduled
+        job by hand and asserts what that run did (offline schedules tick every few seconds)."""
+        with self._schedules:
+            yield
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
