@@ -136,15 +136,16 @@ def test_packs_are_listed(stack: Stack):
 
 
 def test_a_lost_stripe_webhook_is_recovered_by_the_backfill_job_once(stack: Stack):
-    # Given a user who paid for pack_100, but whose webhook never reached Atelier (Stripe logged it undelivered)
+    # Given a user who paid for pack_100, but whose webhook never reached Atelier (Stripe logged it undelivered),
+    # with no scheduled backfill (every 2 s offline) running until the test has run the job itself
     user = stack.sign_in()
-    checkout = user.post('/v1/checkout', json={'pack_id': 'pack_100'})
-    fake = stack.server.services['stripe']
-    lost = fake.add_event(fake.completed_event(checkout.json()['session_id']), delivered=False)
-    assert me(user)['balance']['available'] == 0
-    # When the daily backfill job runs (its scheduled event), twice, with no scheduled run in between
-    scheduled = {'source': 'aws.events', 'detail-type': 'Scheduled Event', 'detail': {}}
     with stack.server.stack.paused_schedules():
+        checkout = user.post('/v1/checkout', json={'pack_id': 'pack_100'})
+        fake = stack.server.services['stripe']
+        lost = fake.add_event(fake.completed_event(checkout.json()['session_id']), delivered=False)
+        assert me(user)['balance']['available'] == 0
+        # When the daily backfill job runs (its scheduled event), twice
+        scheduled = {'source': 'aws.events', 'detail-type': 'Scheduled Event', 'detail': {}}
         first = stack.invoke('BackfillPaymentsFunction', scheduled)
         second = stack.invoke('BackfillPaymentsFunction', scheduled)
     # Then the pack is granted exactly once, and the late webhook changes nothing either
