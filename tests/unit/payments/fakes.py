@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from atelier.ledger.errors import AccountNotFound, IdempotencyConflict
+from atelier.ledger.errors import AccountNotFound, CreditExpired, IdempotencyConflict
 from atelier.payments.book import PaymentBook
 from atelier.payments.catalog import load_commerce_catalog
 from atelier.payments.store import VersionConflict
@@ -46,10 +47,12 @@ class FakeAccount:
 
 @dataclass
 class FakeLedger:
-    """Books each business id once, like the real ledger (a repeat with other parameters is a conflict)."""
+    """Books each business id once, like the real ledger (a repeat with other parameters is a conflict), and
+    refuses to book credit that would already be expired."""
 
     accounts: dict[str, FakeAccount] = field(default_factory=dict)
     booked: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # business id -> (account, op, amount)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def open(self, account_id: str) -> str:
         self.accounts[account_id] = FakeAccount(account_id)
@@ -63,6 +66,8 @@ class FakeLedger:
     def grant(
         self, account_id: str, *, amount: int, kind: Any, business_id: str, expires_at: Any = None, memo: Any = None
     ) -> None:
+        if business_id not in self.booked and expires_at is not None and expires_at <= self.clock():
+            raise CreditExpired('the credit would already be expired')
         self._book(account_id, 'grant', amount, business_id)
 
     def claw_back(self, account_id: str, *, amount: int, business_id: str, reason: str, source: Any = None) -> None:
@@ -82,7 +87,7 @@ class FakeLedger:
 
 
 def make_book(now: datetime | None = None) -> tuple[PaymentBook, FakeLedger, FakeTable]:
-    ledger, table = FakeLedger(), FakeTable()
     clock = (lambda: now) if now is not None else (lambda: datetime.now(UTC))
+    ledger, table = FakeLedger(clock=clock), FakeTable()
     book = PaymentBook(table, ledger, ledger, load_commerce_catalog(), clock=clock, sleep=lambda _: None)  # type: ignore[arg-type]
     return book, ledger, table

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from atelier.ledger.errors import LedgerUnavailable
 from atelier.payments.errors import ModeMismatch
 from atelier.payments.revenuecat_events import RevenueCatEvents
 from atelier.payments.stripe_events import StripeEvents, _dispute_status, _invoice_payment_intent
@@ -179,16 +181,33 @@ def test_rc_events_that_book_nothing(fx, event_type):
     assert outcome.status == 'processed' and ledger.booked == {}
 
 
-def test_rc_refund_reversed_before_the_refund_changes_nothing(fx):
+def test_rc_refund_reversal_delivered_before_its_refund_leaves_the_credits(fx):
     _, rc, ledger = fx
     rc.apply(rc_purchase('NON_RENEWING_PURCHASE', 'acc_1', 'credits_100', 'txn_r'))
-    rc.apply(rc_event('REFUND_REVERSED', 'acc_1', transaction_id='txn_r', product_id='credits_100'))
-    rc.apply(
-        rc_event(
-            'CANCELLATION', 'acc_1', cancel_reason='CUSTOMER_SUPPORT', transaction_id='txn_r', product_id='credits_100'
-        )
+    refund = rc_event(
+        'CANCELLATION', 'acc_1', cancel_reason='CUSTOMER_SUPPORT', transaction_id='txn_r', product_id='credits_100'
     )
+    reversal = rc_event('REFUND_REVERSED', 'acc_1', transaction_id='txn_r', product_id='credits_100')
+    rc.apply(reversal)
+    rc.apply(refund)
     assert ledger.accounts['acc_1'].available == 100
+
+
+def test_rc_refund_after_a_reversal_takes_back_again_under_its_own_business_id(fx):
+    _, rc, ledger = fx
+    rc.apply(rc_purchase('NON_RENEWING_PURCHASE', 'acc_1', 'credits_100', 'txn_r'))
+    reports = [
+        rc_event('CANCELLATION', 'acc_1', cancel_reason='CUSTOMER_SUPPORT', transaction_id='txn_r'),
+        rc_event('REFUND_REVERSED', 'acc_1', transaction_id='txn_r'),
+        rc_event('CANCELLATION', 'acc_1', cancel_reason='CUSTOMER_SUPPORT', transaction_id='txn_r'),
+    ]
+    seen = []
+    for report in [*reports, *reports]:  # each delivered twice
+        rc.apply(report)
+        seen.append(ledger.accounts['acc_1'].available)
+    assert seen == [0, 100, 0, 0, 0, 0]
+    claws = [bid for bid, (_, op, _) in ledger.booked.items() if op == 'claw_back']
+    assert len(claws) == 2 and len(set(claws)) == 2
 
 
 def test_rc_transfer_to_nobody_known_is_parked(fx):
@@ -196,3 +215,29 @@ def test_rc_transfer_to_nobody_known_is_parked(fx):
     assert (
         rc.apply(rc_event('TRANSFER', None, transferred_from=['acc_1'], transferred_to=['acc_new'])).status == 'parked'
     )
+
+
+def test_a_renewal_retried_after_its_period_books_nothing_and_its_refund_takes_nothing():
+    # Given an account with a 100-credit pack, and a clock we move
+    now = [datetime.now(UTC)]
+    book, ledger, _ = make_book()
+    ledger.clock = book._clock = lambda: now[0]  # type: ignore[method-assign]
+    ledger.open('acc_1')
+    rc = RevenueCatEvents(book, live=False)
+    rc.apply(rc_purchase('NON_RENEWING_PURCHASE', 'acc_1', 'credits_100', 'txn_pack'))
+    # And a renewal whose first delivery records its facts, then fails at the ledger
+    renewal = rc_purchase(
+        'RENEWAL', 'acc_1', 'pro_monthly', 'txn_ren', expiration_at_ms=int((now[0].timestamp() + 60) * 1000)
+    )
+    grant = ledger.grant
+    ledger.grant = lambda *a, **k: (_ for _ in ()).throw(LedgerUnavailable('down'))  # type: ignore[method-assign]
+    with pytest.raises(LedgerUnavailable):
+        rc.apply(renewal)
+    ledger.grant = grant  # type: ignore[method-assign]
+    # When the retry comes after the period ended, and then the store refunds the renewal
+    now[0] += timedelta(minutes=5)
+    rc.apply(renewal)
+    rc.apply(rc_event('CANCELLATION', 'acc_1', cancel_reason='CUSTOMER_SUPPORT', transaction_id='txn_ren'))
+    # Then the renewal booked nothing and its refund took nothing: the pack is untouched
+    assert ledger.accounts['acc_1'].available == 100
+    assert [op for _, op, _ in ledger.booked.values()] == ['grant']

@@ -93,9 +93,57 @@ def test_a_second_grant_for_the_same_payment_is_kept_aside():
 
 def test_done_operations_leave_the_queue():
     state = run([grant, refund(500)])
-    state = state.without_pending({'stripe:checkout:cs_1'})
+    state = state.with_carried_out({'stripe:checkout:cs_1'})
     assert [op.business_id for op in state.pending] == ['stripe:refund:ch_1:500']
     assert state.applied == ['stripe:checkout:cs_1']
+
+
+SUB = GrantFact(
+    business_id='rc:txn:t2', account_id='acc', credits=1000, amount=999, kind='subscription', expires_at=1_000
+)
+
+
+def store_refund(refunded: bool, at: int) -> Fact:
+    return lambda s: s.with_store_refund(f'rc:refund:t2:{refunded}:{at}', refunded=refunded, event_at=at)
+
+
+def test_a_grant_the_ledger_refused_as_expired_takes_nothing_back_and_gives_nothing_back():
+    # Given a renewal whose grant was queued, and a refund queued after it
+    state = PaymentState(key='rc:t2').with_grant(SUB)
+    state = store_refund(True, 5)(state)
+    assert [op.op for op in state.pending] == ['grant', 'claw_back']
+    # When the ledger refused the grant (its period was over) and so the claw-back was skipped too
+    ids = {op.business_id for op in state.pending}
+    state = state.with_carried_out(set(), ids)
+    # Then the payment granted nothing: nothing is queued, nothing counts as taken, later news books nothing
+    assert (state.pending, state.clawed, state.grant_skipped) == ([], 0, True)
+    state = store_refund(False, 6)(store_refund(True, 7)(state))
+    assert state.pending == [] and state.clawback_target() == 0
+
+
+def test_a_give_back_the_ledger_refused_leaves_the_credits_taken():
+    state = store_refund(True, 5)(PaymentState(key='rc:t2').with_grant(SUB))
+    state = state.with_carried_out({op.business_id for op in state.pending})
+    state = store_refund(False, 6)(state)
+    [give_back] = state.pending
+    assert (give_back.op, give_back.amount, give_back.source) == ('grant', 1000, 'rc:txn:t2')
+    state = state.with_carried_out(set(), {give_back.business_id})
+    assert state.clawed == 1000  # still taken
+    state = store_refund(True, 7)(state)
+    assert state.pending == []  # a refund after it takes nothing more
+
+
+def test_the_newest_store_refund_report_decides_in_any_order():
+    reports = [store_refund(True, 1), store_refund(False, 2), store_refund(True, 3)]
+    for order in ([0, 1, 2], [2, 1, 0], [1, 0, 2], [2, 0, 1, 2, 0]):
+        state = PaymentState(key='rc:t2').with_grant(SUB)
+        for i in order:
+            state = reports[i](state)
+        assert state.clawed == 1000, order
+    reversed_last = PaymentState(key='rc:t2').with_grant(SUB)
+    for report in [store_refund(True, 1), store_refund(False, 2)]:
+        reversed_last = report(reversed_last)
+    assert reversed_last.clawed == 0
 
 
 FACTS: list[Fact] = [

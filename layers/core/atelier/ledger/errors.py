@@ -17,6 +17,12 @@ class InvalidAmount(InvalidInput):
     code = 'invalid_amount'
 
 
+class CreditExpired(InvalidInput):
+    """A grant whose credit would already be expired when booked (nothing is booked)."""
+
+    code = 'credit_expired'
+
+
 class InsufficientCredits(DomainError):
     """Not enough spendable credit for the hold, or the account owes credit after a claw-back."""
 

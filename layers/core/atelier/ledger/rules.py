@@ -31,6 +31,7 @@ from atelier.errors import InvalidInput
 from atelier.ledger.errors import (
     CaptureExceedsHold,
     ConcurrencyLimitExceeded,
+    CreditExpired,
     InsufficientCredits,
     InvalidAmount,
     TooManyLots,
@@ -219,11 +220,11 @@ def plan_grant(
 
     Raises
     ------
-    InvalidInput
+    CreditExpired
         If expiring credit is already expired.
     """
     if expires_at is not None and expires_at <= now:
-        raise InvalidInput('the credit would already be expired', details={'field': 'expires_at'})
+        raise CreditExpired('the credit would already be expired', details={'field': 'expires_at'})
     lot_id = lot_id_for(business_id)
     repaid = min(amount, account.owed)
     lot = LotState(

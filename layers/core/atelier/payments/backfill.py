@@ -6,7 +6,7 @@
   by business ids. An event the webhook already settled is a ``duplicate`` and changes nothing.
 - **RevenueCat**: no event log exists, so ``GET /v1/subscribers/{app_user_id}`` (the canonical state RevenueCat
   recommends syncing from) is turned into the webhook events it implies, with the same business ids
-  (``rc:txn:{store_transaction_id}``, ``rc:refund:{store_transaction_id}``): a purchase per non-subscription
+  (``rc:txn:{store_transaction_id}``, ``rc:refund:{store_transaction_id}:{event id}``): a purchase per non-subscription
   purchase and per subscription's latest transaction, a ``CUSTOMER_SUPPORT`` cancellation per refund, an
   expiration per lapsed subscription. They get deterministic ids (``rcsync:{kind}:{transaction}``), are stored
   raw and applied by the same rules as webhooks, so anything missed is granted once and nothing is doubled.

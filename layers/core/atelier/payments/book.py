@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from atelier.ledger.errors import AccountNotFound, IdempotencyConflict
+from atelier.ledger.errors import AccountNotFound, CreditExpired, IdempotencyConflict
 from atelier.ledger.models import LotKind
 from atelier.observability import logger
 from atelier.payments.catalog import CommerceCatalog
@@ -101,12 +101,16 @@ class PaymentBook:
         if not state.pending:
             return state
         done: set[str] = set()
+        skipped: set[str] = set()
         for op in state.pending:
-            self._execute(op)
-            done.add(op.business_id)
+            if op.source in skipped:
+                # Taking from or giving back to a grant that was never booked: nothing to do.
+                skipped.add(op.business_id)
+            else:
+                (done if self._execute(op) else skipped).add(op.business_id)
 
         def forget_done(current: PaymentState) -> PaymentState:
-            return current.without_pending(done)
+            return current.with_carried_out(done, skipped)
 
         return self._mutate(
             _payment_pk(key),
@@ -116,13 +120,14 @@ class PaymentBook:
             index=_payment_index,
         )
 
-    def _execute(self, op: LedgerOp) -> None:
+    def _execute(self, op: LedgerOp) -> bool:
+        """Carry out one queued operation; False when the ledger refused a grant whose credit had expired.
+
+        The ledger decides (by its clock, after looking for the business id): a grant it booked before
+        answers as booked however late the retry, one it never booked is refused once its expiry passed.
+        """
         if op.op == 'grant':
             expires_at = datetime.fromtimestamp(op.expires_at, UTC) if op.expires_at is not None else None
-            if expires_at is not None and expires_at <= self._clock():
-                # Credit of a period that is over would already have expired: nothing to book.
-                logger.warning('skipped a grant whose credit has expired', extra={'business_id': op.business_id})
-                return
             try:
                 self._ledger.grant(
                     op.account_id,
@@ -132,9 +137,13 @@ class PaymentBook:
                     expires_at=expires_at,
                     memo=op.note or None,
                 )
+            except CreditExpired:
+                # Credit of a period that is over would already have expired: nothing is booked.
+                logger.warning('skipped a grant whose credit has expired', extra={'business_id': op.business_id})
+                return False
             except IdempotencyConflict:
                 logger.error('business id already booked differently', extra={'business_id': op.business_id})
-            return
+            return True
         try:
             self._ledger.claw_back(
                 op.account_id,
@@ -145,6 +154,7 @@ class PaymentBook:
             )
         except IdempotencyConflict:
             logger.error('business id already booked differently', extra={'business_id': op.business_id})
+        return True
 
     # ---------------------------------------------------------------- subscriptions and plans
     def plan_state(self, account_id: str) -> AccountPlanState:

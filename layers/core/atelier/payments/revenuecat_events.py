@@ -2,7 +2,9 @@
 
 Business keys: a purchase or renewal is granted once per store transaction (``rc:txn:{transaction_id}``);
 a refund (``CANCELLATION`` with ``cancel_reason = CUSTOMER_SUPPORT``) takes back what that transaction
-granted, ``REFUND_REVERSED`` gives it back. Product ids are mapped by the commerce catalog.
+granted, ``REFUND_REVERSED`` gives it back; the newest of these reports decides, and each has its own
+business id (``rc:refund:{transaction_id}:{event_id}``, ``rc:refund_reversed:{transaction_id}:{event_id}``).
+Product ids are mapped by the commerce catalog.
 
 Environments: a live stage applies ``PRODUCTION`` events, and ``SANDBOX`` ones only for allow-listed
 tester accounts (App Review and TestFlight buy in the sandbox); other sandbox events are ignored. A test
@@ -137,12 +139,7 @@ class RevenueCatEvents:
     def _cancellation(self, event: dict[str, Any], account_id: str) -> Outcome:
         transaction_id = _str(event.get('transaction_id'))
         if event.get('cancel_reason') == 'CUSTOMER_SUPPORT' and transaction_id:
-            state = self._book.apply_payment(
-                f'rc:{transaction_id}',
-                lambda s: s.with_chargeback(
-                    f'rc:refund:{transaction_id}', chargeback_id='store_refund', amount=None, status='open'
-                ),
-            )
+            state = self._store_refund(event, transaction_id, refunded=True)
             return _reversal_outcome(state, 'refunded by the store', account_id)
         event_at = _int(event.get('event_timestamp_ms')) or 0
         sub_key, product = _subscription_key(event), self._catalog.store_product(_str(event.get('product_id')))
@@ -156,13 +153,21 @@ class RevenueCatEvents:
         transaction_id = _str(event.get('transaction_id'))
         if not transaction_id:
             return Outcome('parked', 'refund reversal without a transaction_id', account_id)
-        state = self._book.apply_payment(
-            f'rc:{transaction_id}',
-            lambda s: s.with_chargeback(
-                f'rc:refund_reversed:{transaction_id}', chargeback_id='store_refund', amount=None, status='won'
-            ),
-        )
+        state = self._store_refund(event, transaction_id, refunded=False)
         return _reversal_outcome(state, 'refund reversed', account_id)
+
+    def _store_refund(self, event: dict[str, Any], transaction_id: str, *, refunded: bool) -> PaymentState:
+        """Record a refund of the transaction (or its reversal); the newest report by ``event_timestamp_ms`` decides.
+
+        Each report is its own fact: ``rc:refund:{transaction}:{event id}`` / ``rc:refund_reversed:...``, so a
+        refund after a reversal takes back again under a business id of its own.
+        """
+        event_at = _int(event.get('event_timestamp_ms')) or 0
+        report = _str(event.get('id')) or str(event_at)
+        fact = f'rc:{"refund" if refunded else "refund_reversed"}:{transaction_id}:{report}'
+        return self._book.apply_payment(
+            f'rc:{transaction_id}', lambda s: s.with_store_refund(fact, refunded=refunded, event_at=event_at)
+        )
 
     def _expiration(self, event: dict[str, Any], account_id: str) -> Outcome:
         product = self._catalog.store_product(_str(event.get('product_id')))

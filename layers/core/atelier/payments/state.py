@@ -10,12 +10,20 @@ which books each business id once. Whatever the order of the facts, the final bo
     credits kept = granted - claw-back target(refunds, disputes)
 
 Merging is monotonic (a semilattice, so order and repetition do not matter): cumulative refund amounts
-only grow, a dispute only moves up ``open`` -> ``won`` -> ``lost``, a cancelled subscription stays
-cancelled, and a subscription report older than the one stored is ignored.
+only grow, a dispute only moves up ``open`` -> ``won`` -> ``lost``, a store refund is what its newest
+report says (refunded, reversed, refunded again...), a cancelled subscription stays cancelled, and a
+subscription report older than the one stored is ignored.
+
+The ledger has the last word on what was booked. A grant carried out only after its credit expired (a
+retry, replay or backfill after the period end) books nothing; the payment then counts as having granted
+nothing (``grant_skipped``): its refunds take nothing and its reversals give nothing. A give-back that
+cannot be booked (its expiry has passed) leaves the credits taken. So a payment never takes back more than
+it booked and has not yet taken back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,7 +45,7 @@ class LedgerOp(_Model):
     amount: int = Field(gt=0)
     kind: Literal['paid', 'subscription'] | None = None  # grants only
     expires_at: int | None = None  # grants only, epoch seconds
-    source: str | None = None  # claw-backs only: the grant to take from first
+    source: str | None = None  # the grant a claw-back takes from first, or a give-back returns to
     note: str = ''
 
 
@@ -59,6 +67,12 @@ class Chargeback(_Model):
 
     amount: int | None = None  # money disputed; None = the whole payment
     status: Literal['open', 'lost', 'won']
+    #: Store refunds only: epoch ms of the report (a refund ``open``, its reversal ``won``); the newest decides.
+    event_at: int | None = None
+
+
+#: The chargeback id of a store transaction's refund (RevenueCat reports one refund state per transaction).
+STORE_REFUND = 'store_refund'
 
 
 #: Merge order of chargeback statuses: news only moves up. Were a dispute ever reported both won and lost,
@@ -76,6 +90,7 @@ class PaymentState(_Model):
     refunded: int = 0  # cumulative money refunded, as Stripe reports it
     chargebacks: dict[str, Chargeback] = Field(default_factory=dict)
     failed: bool = False
+    grant_skipped: bool = False  # the ledger refused the grant: its credit had expired before it was booked
     clawed: int = 0  # net credits taken back by the operations emitted so far
     pending: list[LedgerOp] = Field(default_factory=list)
     applied: list[str] = Field(default_factory=list)
@@ -123,22 +138,50 @@ class PaymentState(_Model):
         chargebacks = {**self.chargebacks, chargeback_id: Chargeback(amount=amount, status=status)}
         return self._next(chargebacks=chargebacks)._settle(fact_id)
 
+    def with_store_refund(self, fact_id: str, *, refunded: bool, event_at: int) -> PaymentState:
+        """A store refund (``refunded``) or its reversal, reported at ``event_at`` (ms): the newest report decides.
+
+        So refund, reversal, refund again ends refunded, in any delivery order. Of two reports of the same
+        instant the refund wins. Each report is its own fact (``fact_id``), so each claw-back or give-back it
+        causes has its own business id.
+        """
+        current = self.chargebacks.get(STORE_REFUND)
+        if current is not None and (event_at, refunded) <= (current.event_at or 0, current.status != 'won'):
+            return self
+        report = Chargeback(amount=None, status='open' if refunded else 'won', event_at=event_at)
+        return self._next(chargebacks={**self.chargebacks, STORE_REFUND: report})._settle(fact_id)
+
     def with_failure(self) -> PaymentState:
         return self if self.failed else self._next(failed=True)
 
     # ---------------------------------------------------------------- outbox
-    def without_pending(self, business_ids: set[str]) -> PaymentState:
-        done = [op.business_id for op in self.pending if op.business_id in business_ids]
-        return self._next(
-            pending=[op for op in self.pending if op.business_id not in business_ids],
-            applied=(self.applied + done)[-_REMEMBER:],
-        )
+    def with_carried_out(self, done: Collection[str], skipped: Collection[str] = ()) -> PaymentState:
+        """Drop the queued operations the ledger booked (``done``) or refused as expired (``skipped``).
+
+        A skipped grant of the payment means it granted nothing: the operations that would take from it or
+        give back to it go too, and nothing counts as taken. A skipped give-back leaves its credits taken.
+        """
+        handled = {*done, *skipped}
+        if not any(op.business_id in handled for op in self.pending):
+            return self
+        grant = self.grant
+        pending = [op for op in self.pending if op.business_id not in handled]
+        changes: dict[str, object] = {
+            'applied': (self.applied + [op.business_id for op in self.pending if op.business_id in done])[-_REMEMBER:]
+        }
+        if grant is not None and grant.business_id in skipped:
+            changes.update(grant_skipped=True, clawed=0)
+            pending = [op for op in pending if op.source != grant.business_id]
+        else:
+            refused = sum(op.amount for op in self.pending if op.business_id in skipped and op.op == 'grant')
+            changes['clawed'] = self.clawed + refused
+        return self._next(pending=pending, **changes)
 
     # ---------------------------------------------------------------- rules
     def clawback_target(self) -> int:
         """Credits that refunds and open or lost disputes take back (proportional to the money, at most all)."""
         grant = self.grant
-        if grant is None or grant.credits == 0:
+        if grant is None or grant.credits == 0 or self.grant_skipped:
             return 0
         basis = self.charge_amount or grant.amount or 0
         active = [cb for cb in self.chargebacks.values() if cb.status in ('open', 'lost')]
@@ -173,6 +216,7 @@ class PaymentState(_Model):
                     amount=-delta,
                     kind=grant.kind,
                     expires_at=grant.expires_at,
+                    source=grant.business_id,
                     note=f'given back to {grant.business_id}',
                 )
             )
