@@ -1,29 +1,59 @@
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Depends
+from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from atelier.api import create_resolver, resolve
-from atelier.api.auth import authenticated_account
-from atelier.config import AUTH_TOKEN_SECRET, get_settings
-from atelier.identity.service import WelcomeGrant, get_profile, sign_in_device
+from atelier.api.auth import authenticated_account, authenticated_session
+from atelier.config import get_settings
+from atelier.identity.service import SignUpLimits, WelcomeGrant, get_profile, sign_in_device
+from atelier.identity.sessions import SessionTokens
+from atelier.identity.tokens import Claims
 from atelier.observability import logger
-from atelier.wiring import devices, ledger
+from atelier.wiring import devices, ledger, sessions
 
 app = create_resolver()
 
 
-class DeviceSignIn(BaseModel):
+class DeviceSignInIn(BaseModel):
     model_config = ConfigDict(extra='forbid')
     device_id: str = Field(min_length=16, max_length=128, description='A stable id of the device, 16-128 chars.')
+    device_secret: str | None = Field(
+        default=None,
+        max_length=128,
+        description='The secret the first sign-in of this device id answered; required on every later one.',
+    )
+
+
+class RefreshIn(BaseModel):
+    model_config = ConfigDict(extra='forbid')
+    refresh_token: str = Field(min_length=1, max_length=512)
+
+
+class LogoutIn(BaseModel):
+    model_config = ConfigDict(extra='forbid')
+    all: bool = Field(default=False, description='Sign out every session of the account, not only this one.')
 
 
 class SessionOut(BaseModel):
+    access_token: str
+    token_type: str = 'Bearer'
+    expires_in: int = Field(description='Seconds until the access token expires; then use the refresh token.')
+    refresh_token: str = Field(description='Single use: each refresh answers a new one.')
     account_id: str
-    token: str
-    expires_in: int
+
+
+class DeviceSessionOut(SessionOut):
+    device_secret: str | None = Field(
+        default=None, description='Only on the first sign-in of a device id: keep it; later sign-ins need it.'
+    )
+
+
+class LogoutOut(BaseModel):
+    revoked_sessions: int
 
 
 class BalanceOut(BaseModel):
@@ -42,18 +72,44 @@ class MeOut(BaseModel):
     limits: LimitsOut
 
 
+def _session_out(tokens: SessionTokens) -> dict[str, Any]:
+    return {
+        'access_token': tokens.access_token,
+        'token_type': 'Bearer',
+        'expires_in': tokens.expires_in,
+        'refresh_token': tokens.refresh_token,
+        'account_id': tokens.account_id,
+    }
+
+
 @app.post('/v1/auth/device', tags=['identity'])
-def handle_device_sign_in(body: DeviceSignIn) -> SessionOut:
+def handle_device_sign_in(body: DeviceSignInIn) -> DeviceSessionOut:
     settings = get_settings()
-    session = sign_in_device(
+    signed_in = sign_in_device(
         body.device_id,
+        body.device_secret,
         ledger=ledger(),
         devices=devices(),
-        token_key=settings.secret(AUTH_TOKEN_SECRET),
-        token_ttl_seconds=settings.token_ttl_seconds,
+        source_ip=app.current_event.request_context.http.source_ip,
+        limits=SignUpLimits(settings.signups_per_address_per_hour, settings.signups_per_minute),
         welcome=WelcomeGrant(settings.welcome_credits, settings.welcome_credits_valid_for),
     )
-    return SessionOut(account_id=session.account_id, token=session.token, expires_in=session.expires_in)
+    tokens = sessions().start(signed_in.account_id)
+    return DeviceSessionOut(**_session_out(tokens), device_secret=signed_in.device_secret)
+
+
+@app.post('/v1/auth/refresh', tags=['identity'])
+def handle_refresh(body: RefreshIn) -> SessionOut:
+    return SessionOut(**_session_out(sessions().refresh(body.refresh_token)))
+
+
+@app.post('/v1/auth/logout', tags=['identity'], security=[{'bearer': []}])
+def handle_logout(
+    claims: Annotated[Claims, Depends(authenticated_session)], body: Annotated[LogoutIn | None, Body()] = None
+) -> LogoutOut:
+    """Sign out this session (no body), or every session of the account (``{"all": true}``)."""
+    everywhere = body is not None and body.all
+    return LogoutOut(revoked_sessions=sessions().end(claims, everywhere=everywhere))
 
 
 @app.get('/v1/me', tags=['identity'], security=[{'bearer': []}])

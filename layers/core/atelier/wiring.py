@@ -17,13 +17,21 @@ from functools import cache
 from atelier.aws import client
 from atelier.config import AUTH_TOKEN_SECRET, get_settings
 from atelier.identity.devices import DeviceDirectory
+from atelier.identity.sessions import Sessions, SessionStore
+from atelier.identity.tokens import Keyring
 from atelier.ledger import DynamoDBLedgerStore, Ledger
 
 
+@cache
+def keyring() -> Keyring:
+    """The access-token keys (the secret ``auth-token-secret``); a weak secret is refused outside ``local``."""
+    settings = get_settings()
+    return Keyring.parse(settings.secret(AUTH_TOKEN_SECRET), stage=settings.stage)
+
+
 def derived_key(purpose: str) -> bytes:
-    """A key for ``purpose`` derived from the token secret, so one secret signs all opaque values."""
-    secret = get_settings().secret(AUTH_TOKEN_SECRET).encode('utf-8')
-    return hmac.new(secret, purpose.encode('utf-8'), hashlib.sha256).digest()
+    """A key for ``purpose`` derived from the current signing key, so one secret signs all opaque values."""
+    return hmac.new(keyring().signing.secret, purpose.encode('utf-8'), hashlib.sha256).digest()
 
 
 def _cursor_key() -> bytes:
@@ -44,3 +52,18 @@ def ledger() -> Ledger:
 @cache
 def devices() -> DeviceDirectory:
     return DeviceDirectory(get_settings().ledger_table, client('dynamodb'))
+
+
+@cache
+def sessions() -> Sessions:
+    settings = get_settings()
+    store = SessionStore(
+        settings.ledger_table, client('dynamodb'), refresh_ttl_seconds=settings.refresh_token_ttl_days * 86400
+    )
+    return Sessions(store, keyring, access_ttl_seconds=settings.access_token_ttl_seconds)
+
+
+def reset() -> None:
+    """Forget every adapter built here (tests that change settings between cases)."""
+    for built in (keyring, ledger, devices, sessions):
+        built.cache_clear()

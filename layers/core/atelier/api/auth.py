@@ -1,14 +1,16 @@
 """Bearer authentication for API routes, as a Powertools ``Depends`` dependency.
 
-Usage in a route: ``account_id: Annotated[str, Depends(authenticated_account)]``.
+Usage in a route: ``account_id: Annotated[str, Depends(authenticated_account)]``. The token must be a valid
+access token (``atelier.identity.tokens``) of a session that is still open (one read of the session item:
+a signed-out session or a deleted account is refused at once, not when its token expires).
 """
 
 from __future__ import annotations
 
 from aws_lambda_powertools.event_handler.request import Request
 
-from atelier.config import AUTH_TOKEN_SECRET, get_settings
-from atelier.identity.tokens import InvalidToken, verify_token
+from atelier.identity.tokens import Claims, InvalidToken
+from atelier.wiring import sessions
 
 
 def bearer_token(request: Request) -> str:
@@ -19,7 +21,11 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
+def authenticated_session(request: Request) -> Claims:
+    """The claims of the verified bearer token of ``request`` (its account and session)."""
+    return sessions().authenticate(bearer_token(request))
+
+
 def authenticated_account(request: Request) -> str:
     """The account id of the verified bearer token of ``request``."""
-    settings = get_settings()
-    return verify_token(bearer_token(request), key=settings.secret(AUTH_TOKEN_SECRET)).account_id
+    return authenticated_session(request).account_id
