@@ -57,6 +57,7 @@ class Settings(BaseModel):
     checkout_cancel_url: str = Field(default='https://example.com/checkout/cancel', alias='CHECKOUT_CANCEL_URL')
     stripe_webhook_tolerance_seconds: int = Field(default=300, alias='STRIPE_WEBHOOK_TOLERANCE_SECONDS', ge=0)
     revenuecat_api_base: str = Field(default='', alias='REVENUECAT_API_BASE')  # '' = the real RevenueCat API
+    raw_event_retention_days: int = Field(default=400, alias='RAW_EVENT_RETENTION_DAYS', gt=0)  # raw bodies' TTL
 
     # AI providers beside the mock (atelier.providers.registry)
     cog_provider_url: str = Field(default='', alias='COG_PROVIDER_URL')  # '' = no Cog server, no cog/* models

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.contract.payments.samples import FIXTURES, revenuecat, sample
-from tests.integration.payments.conftest import World, set_setting
+from tests.integration.payments.conftest import World, personal_data_in, set_setting
 
 
 @pytest.fixture
@@ -23,12 +23,16 @@ def live(world: World, monkeypatch: pytest.MonkeyPatch) -> World:
 
 
 def post(world: World, body: dict) -> dict:
-    """Post a sample as RevenueCat would (Bearer authorization); check the raw body was stored as received."""
+    """Post a sample as RevenueCat would (Bearer authorization); check the raw body was stored as received
+    and the record has none of its personal data."""
     raw = json.dumps(body, indent=2)
     reply = world.rc(raw)
     assert reply.status == 200, reply
-    stored = world.stored('revenuecat', body['event']['id'])
-    assert stored is not None and stored.body == raw.encode()
+    assert world.stored('revenuecat', body['event']['id']) is not None
+    assert world.raw('revenuecat', body['event']['id']) == raw.encode()
+    assert (
+        personal_data_in(world.event_item('revenuecat', body['event']['id']) or {}, body) == []
+    )  # the record kept forever
     return dict(reply.body)
 
 

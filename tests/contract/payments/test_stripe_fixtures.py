@@ -10,19 +10,21 @@ from typing import Any
 import pytest
 
 from tests.contract.payments.samples import sample, stripe_event
-from tests.integration.payments.conftest import World
+from tests.integration.payments.conftest import World, personal_data_in
 from tests.support_payments import PRO_PRICE
 
 DAY = 24 * 3600
 
 
 def post(world: World, event: dict[str, Any]) -> dict[str, Any]:
-    """Post an event as Stripe would (signed raw body); check the body was stored exactly as received."""
+    """Post an event as Stripe would (signed raw body); check the body was stored exactly as received
+    (the raw item) and the record has none of its personal data."""
     raw = json.dumps(event, indent=2)
     reply = world.stripe(raw)
     assert reply.status == 200, reply
-    stored = world.stored('stripe', event['id'])
-    assert stored is not None and stored.body == raw.encode()
+    assert world.stored('stripe', event['id']) is not None
+    assert world.raw('stripe', event['id']) == raw.encode()
+    assert personal_data_in(world.event_item('stripe', event['id']) or {}, event) == []  # the record kept forever
     return dict(reply.body)
 
 

@@ -8,6 +8,7 @@ the ledger, the payments service) cleared, and talks to the handlers with API Ga
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -150,6 +151,16 @@ class World:
         items = self.ddb.scan(TableName=self.events_table)['Items']
         return [i for i in items if i['pk']['S'].startswith('EVENT#')]
 
+    def raw(self, provider: str, event_id: str) -> bytes | None:
+        """The raw body as received, while it is kept."""
+        return self.table().raw_body(provider, event_id)
+
+    def event_item(self, provider: str, event_id: str, sk: str = 'EVENT') -> dict[str, Any] | None:
+        """An event's record (``EVENT``) or raw body (``RAW``) item as stored."""
+        key = {'pk': {'S': f'EVENT#{provider}#{event_id}'}, 'sk': {'S': sk}}
+        item: dict[str, Any] | None = self.ddb.get_item(TableName=self.events_table, Key=key).get('Item')
+        return item
+
     def reconciled(self, account_id: str) -> bool:
         from atelier.wiring import ledger
 
@@ -227,6 +238,41 @@ def local_world(dynamodb_local: Any, monkeypatch: pytest.MonkeyPatch) -> Iterato
         clear_caches()
         yield World(ddb, events_table=names['EventsTable'], ledger_table=names['LedgerTable'])
     clear_caches()
+
+
+def personal_data_in(record: dict[str, Any], body: Any) -> list[str]:
+    """The values of ``record`` (an item) that are personal data of the event ``body``: its emails, names,
+    phone numbers and addresses, or anything that looks like an email."""
+    personal: set[str] = set()
+
+    def collect(value: Any, under: str = '') -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                collect(inner, under if under else key if _PERSONAL_KEY.search(key) else '')
+        elif isinstance(value, list):
+            for inner in value:
+                collect(inner, under)
+        elif isinstance(value, str) and value and (under or '@' in value):
+            personal.add(value)
+
+    collect(body)
+    found: list[str] = []
+
+    def scan(value: Any) -> None:
+        if isinstance(value, dict):
+            for inner in value.values():
+                scan(inner)
+        elif isinstance(value, list):
+            for inner in value:
+                scan(inner)
+        elif isinstance(value, str) and (value in personal or '@' in value):
+            found.append(value)
+
+    scan(record)
+    return found
+
+
+_PERSONAL_KEY = re.compile(r'email|name|phone|address|subscriber_attributes|billing_details|shipping', re.IGNORECASE)
 
 
 def set_setting(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:

@@ -172,9 +172,30 @@ def test_a_busy_server_makes_a_submit_retry_later(cog: CogServer, provider: CogP
         provider.submit(job(cog.track(new_task_id()), receiver))
 
 
-def test_cancel_of_a_prediction_cog_is_not_running_is_final(cog: CogServer, provider: CogProvider) -> None:
-    state = provider.cancel('tsk_never_started')
-    assert state.status is Status.CANCELED and state.raw_status == 'not_running'
+def test_a_cancel_answered_404_is_unknown_and_the_late_final_webhook_still_decides(
+    cog: CogServer, provider: CogProvider, receiver: Receiver
+) -> None:
+    # Given a prediction that just succeeded while our webhook endpoint fails (the start webhook and four tries
+    # of the final one are answered 503): coglet has forgotten it but keeps retrying its final webhook
+    receiver.answers.extend([503] * 5)
+    task_id = cog.track(new_task_id())
+    provider.submit(job(task_id, receiver))
+    first = receiver.final(task_id)
+    cog.wait_idle()
+    # When the task is canceled: Cog answers 404
+    state = provider.cancel(task_id)
+    # Then that is not taken as canceled: unknown, not final
+    assert (state.status, state.raw_status, state.is_final) == (Status.RUNNING, 'unknown', False)
+    # And a poll does not run the prediction again (a repeat PUT would)
+    assert provider.poll(task_id).raw_status == 'unknown'
+    assert cog.health() == 'READY'
+    # And coglet's fifth try (about 3 s later, answered 200) brings the late final word: succeeded, with its result
+    receiver.wait_for(lambda _: len(receiver.of(task_id)) == 6)
+    assert not receiver.answers
+    assert sorted(h.json['status'] for h in receiver.of(task_id)) == ['processing'] + ['succeeded'] * 5
+    late = parse(provider, receiver.of(task_id)[-1])
+    assert late.status is Status.SUCCEEDED and late.outputs
+    assert [decoded(o.url) for o in late.outputs] == [decoded(o.url) for o in parse(provider, first).outputs]
 
 
 def test_poll_of_a_job_never_submitted_is_lost(cog: CogServer, provider: CogProvider) -> None:

@@ -6,9 +6,11 @@ the service as the webhook function would, with the headers and raw body Cog sen
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import boto3
@@ -25,10 +27,13 @@ from atelier.storage import MediaStore
 from atelier.tasks import CreateTaskRequest, ReleaseInput, StepInput, StepResult, Task, TaskService, TaskStatus
 from atelier.tasks.store import TaskStore
 from tests.integration.providers.conftest import COG_SECRET, CogServer, Receiver
+from tests.integration.tasks.conftest import Clock
 from tests.support.dynamodb_local import create_table
 
 REGION = 'us-east-1'
 BUCKET = 'atelier-media-cog'
+#: Shorter than cog/echo-image's 60 s deadline, so that a test sees the grace end before the deadline.
+CANCEL_GRACE = timedelta(seconds=30)
 
 
 @dataclass
@@ -59,6 +64,7 @@ class CogWorld:
     s3: Any
     cog: CogServer
     receiver: Receiver
+    clock: Clock
 
     def account(self, credits: int) -> str:
         account_id = f'acc_{uuid.uuid4().hex[:12]}'
@@ -95,6 +101,22 @@ class CogWorld:
         account = self.ledger.get_account(account_id)
         return account.available, account.held
 
+    def entries(self, account_id: str, task_id: str) -> list[tuple[str, int]]:
+        """The task's ledger entries: (kind, amount)."""
+        items = self.ledger.list_entries(account_id, limit=50).items
+        return sorted((e.kind.value, e.amount) for e in items if e.task_id == task_id)
+
+    def finished_unseen(self, task: Task) -> Any:
+        """Submit ``task`` and let its prediction finish without its final webhook reaching the task.
+
+        Cog then forgets the prediction (a cancel answers 404); the final webhook, caught by the receiver,
+        is returned for the test to deliver late, or never.
+        """
+        assert self.service.submit(StepInput(task_id=task.task_id, account_id=task.account_id)).next == 'await'
+        hook = self.receiver.final(task.task_id)
+        self.cog.wait_idle()
+        return hook
+
 
 @pytest.fixture
 def world(cog: CogServer, receiver: Receiver) -> Iterator[CogWorld]:
@@ -109,20 +131,31 @@ def world(cog: CogServer, receiver: Receiver) -> Iterator[CogWorld]:
         ledger = Ledger(DynamoDBLedgerStore(ddb, ledger_table), backoff_base=0.002)
         store = TaskStore(tasks_table, dynamodb=ddb)
         journal = DynamoDBJournal(tasks_table, dynamodb=ddb)
+        clock = Clock()
+
+        def provider() -> CogProvider:
+            return CogProvider(
+                cog.url,
+                webhook_secret=COG_SECRET,
+                catalog=catalog,
+                journal=journal,
+                clock=clock,
+                cancel_grace=CANCEL_GRACE,
+            )
+
         service = TaskService(
             store=store,
             ledger=ledger,
             catalog=catalog.available({'cog'}),
-            providers=ProviderRegistry(
-                {'cog': lambda: CogProvider(cog.url, webhook_secret=COG_SECRET, catalog=catalog, journal=journal)}
-            ),
+            providers=ProviderRegistry({'cog': provider}),
             media=MediaStore(BUCKET, s3=s3),
             queue=FakeQueue(),
             workflow=FakeWorkflow(),
             public_api_url=receiver.url,
             sweep_grace_seconds=0,
+            clock=clock,
         )
-        yield CogWorld(service, ledger, store, s3, cog, receiver)
+        yield CogWorld(service, ledger, store, s3, cog, receiver, clock)
 
 
 def test_an_echo_image_task_succeeds_with_its_pngs_in_s3_and_the_catalog_price_charged(world: CogWorld) -> None:
@@ -184,3 +217,78 @@ def test_a_submit_retried_after_a_crash_finds_the_running_prediction(
     done = world.store.get(task.task_id)
     assert done is not None and done.status is TaskStatus.CANCELED
     assert world.balance(account) == (10, 0)
+
+
+def test_a_cancel_answered_404_keeps_waiting_and_the_late_success_is_delivered_and_charged_once(
+    world: CogWorld,
+) -> None:
+    # Given a task whose prediction has just succeeded, its final webhook still on its way
+    account = world.account(10)
+    task = world.create(account)
+    step = StepInput(task_id=task.task_id, account_id=account)
+    hook = world.finished_unseen(task)
+    assert hook.json['status'] == 'succeeded'
+    # When the user cancels: Cog no longer knows the prediction (404)
+    view = world.service.cancel(account, task.task_id)
+    # Then the task is not canceled, nothing is refunded: it waits for the provider's final word
+    assert view.cancel_requested and not view.status.is_final
+    assert (view.credits.charged, view.credits.refunded) == (0, 0)
+    assert world.balance(account) == (9, 1)
+    # And the wait's poll does not run the prediction again
+    assert world.service.poll(step).next == 'await'
+    assert world.cog.health() == 'READY'
+    assert [h.json['status'] for h in world.receiver.of(task.task_id)].count('succeeded') == 1
+    # When the late `succeeded` webhook arrives
+    assert world.service.handle_webhook('cog', hook.headers, hook.body) == 'recorded'
+    assert world.service.poll(step).next == 'settle'
+    assert world.service.settle(step).next == 'done'
+    # Then the user gets the result, charged exactly once: the hold captured, nothing released or refunded
+    done = world.store.get(task.task_id)
+    assert done is not None and done.status is TaskStatus.SUCCEEDED
+    assert (done.charged, done.refunded) == (1, 0)
+    assert world.balance(account) == (9, 0)
+    assert world.entries(account, task.task_id) == [('capture', 0), ('hold', -1)]
+    png = base64.b64decode(hook.json['output'][0].split(',', 1)[1])
+    [output] = done.outputs
+    assert world.s3.get_object(Bucket=BUCKET, Key=output.key)['Body'].read() == png
+    # And a settle or release repeated by the state machine changes nothing
+    assert world.service.settle(step).next == 'done'
+    assert world.service.release(ReleaseInput(task_id=task.task_id, account_id=account)).next == 'done'
+    assert world.balance(account) == (9, 0)
+    assert world.entries(account, task.task_id) == [('capture', 0), ('hold', -1)]
+
+
+@pytest.mark.parametrize(
+    'seconds',
+    [
+        pytest.param(CANCEL_GRACE.total_seconds() + 1, id='grace-over'),
+        pytest.param(61, id='deadline-first'),
+    ],
+)
+def test_a_cancel_answered_404_without_any_final_webhook_ends_canceled_and_refunded(
+    world: CogWorld, seconds: float
+) -> None:
+    # Given a task whose prediction Cog has forgotten and whose final webhook never reaches the task
+    account = world.account(10)
+    task = world.create(account)
+    step = StepInput(task_id=task.task_id, account_id=account)
+    world.finished_unseen(task)
+    # When the user cancels (404) and the wait's polls learn nothing within the grace
+    view = world.service.cancel(account, task.task_id)
+    assert view.cancel_requested and not view.status.is_final
+    assert world.service.poll(step).next == 'await'
+    # And the grace period (or, if it comes first, the task's deadline) passes
+    world.clock.advance(seconds)
+    result = world.service.poll(step)
+    # Then the task is decided canceled, and the whole hold released
+    assert result.next == 'release'
+    assert world.service.release(ReleaseInput(task_id=task.task_id, account_id=account)).next == 'done'
+    done = world.store.get(task.task_id)
+    assert done is not None and done.status is TaskStatus.CANCELED
+    assert done.error is not None and done.error.code == 'canceled'
+    assert (done.charged, done.refunded) == (0, 1)
+    assert world.balance(account) == (10, 0)
+    assert world.entries(account, task.task_id) == [('hold', -1), ('release', 1)]
+    # And no poll ever ran the canceled prediction again
+    assert world.cog.health() == 'READY'
+    assert [h.json['status'] for h in world.receiver.of(task.task_id)].count('succeeded') == 1

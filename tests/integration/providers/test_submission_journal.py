@@ -79,3 +79,20 @@ def test_a_release_frees_only_its_own_unresolved_claim(journal: SubmissionJourna
     journal.release('replicate', 'tsk_1', 1)  # resolved: kept
     submission = journal.get('replicate', 'tsk_1')
     assert submission is not None and submission.job_id == 'pred_a'
+
+
+def test_the_first_cancel_noted_is_the_one_kept(journal: SubmissionJournal) -> None:
+    # Nothing is noted (or created) for a task the journal never saw
+    assert journal.note_cancel('cog', 'tsk_1', NOW) is None
+    assert journal.get('cog', 'tsk_1') is None
+    # A submission's first cancel is kept: a later one does not move it (its grace runs from the first)
+    request = {'model_id': 'cog/echo-image', 'input': {'prompt': 'a fox'}, 'webhook': 'https://x/y'}
+    assert journal.claim('cog', 'tsk_1', attempt=1, now=NOW, request=request)
+    claimed = journal.get('cog', 'tsk_1')
+    assert claimed is not None and claimed.cancel_requested_at is None
+    assert journal.note_cancel('cog', 'tsk_1', NOW + timedelta(seconds=5)) == NOW + timedelta(seconds=5)
+    assert journal.note_cancel('cog', 'tsk_1', NOW + timedelta(minutes=3)) == NOW + timedelta(seconds=5)
+    submission = journal.get('cog', 'tsk_1')
+    assert submission is not None
+    assert submission.cancel_requested_at == NOW + timedelta(seconds=5)
+    assert (submission.attempt, submission.claimed_at, submission.request) == (1, NOW, request)

@@ -50,6 +50,22 @@ def test_the_media_bucket_is_private_encrypted_and_expires_outputs(template: dic
     assert template['Parameters']['OutputRetentionDays']['Default'] == 90
 
 
+def test_payment_raw_bodies_expire_after_the_retention_parameter(template: dict[str, Any]):
+    # Only a payment event's raw body item carries expires_at (atelier.payments.store.TTL_ATTRIBUTE)
+    from atelier.config import Settings
+    from atelier.payments.store import TTL_ATTRIBUTE
+
+    events = template['Resources']['EventsTable']['Properties']
+    assert events['TimeToLiveSpecification'] == {'AttributeName': TTL_ATTRIBUTE, 'Enabled': True}
+    tasks = template['Resources']['TasksTable']['Properties']
+    assert tasks['TimeToLiveSpecification'] == {'AttributeName': 'ttl', 'Enabled': True}  # its own items', untouched
+    parameter = template['Parameters']['RawEventRetentionDays']
+    assert (parameter['Type'], parameter['Default'], parameter['MinValue']) == ('Number', 400, 1)
+    env = template['Globals']['Function']['Environment']['Variables']
+    assert env['RAW_EVENT_RETENTION_DAYS'] == {'Ref': 'RawEventRetentionDays'}
+    assert Settings.model_fields['raw_event_retention_days'].default == parameter['Default']
+
+
 def test_every_queue_with_a_consumer_has_a_dead_letter_queue(template: dict[str, Any]):
     for function in resources_of_type(template, 'AWS::Serverless::Function').values():
         for event in (function['Properties'].get('Events') or {}).values():

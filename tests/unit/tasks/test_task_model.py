@@ -174,6 +174,8 @@ def test_routing_between_steps(changes: dict[str, Any], first: bool, expected: t
         ),
         ({'deadline_at': NOW}, None, Status.EXPIRED, 'deadline_exceeded'),
         ({'cancel_requested': True}, None, Status.CANCELED, 'canceled'),
+        # A cancel the provider never confirmed (Cog's 404, then no webhook) is still a cancel at the deadline
+        ({'cancel_requested': True, 'deadline_at': NOW}, None, Status.CANCELED, 'canceled'),
         ({}, {'Error': 'ProviderUnavailable'}, Status.FAILED, 'provider_unavailable'),
         ({}, {'Error': 'States.Runtime'}, Status.FAILED, 'internal_error'),
     ],

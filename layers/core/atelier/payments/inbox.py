@@ -1,7 +1,8 @@
 """The inbox of verified provider events: store raw first, then apply, then record how it went.
 
-- An event is stored (``EVENT#{provider}#{id}``) before anything is applied, so ops can always see and
-  replay it.
+- An event is stored (``EVENT#{provider}#{id}``) before anything is applied, so ops can always see it and,
+  while its raw body is kept (``RawEventRetentionDays``), replay it. Its record (ids, status, outcome, amount;
+  no personal data) is kept forever: it is what recognises a redelivery, long after the raw body is gone.
 - A redelivery of an event that was settled (processed, ignored, parked, rejected) changes nothing and is
   answered 200. A redelivery of an event that failed or never finished is applied again: there is no
   "in progress" marker to get stuck on, because applying is idempotent by business ids.
@@ -19,7 +20,7 @@ from pydantic import BaseModel
 
 from atelier.observability import logger
 from atelier.payments.errors import ModeMismatch, PaymentsUnavailable
-from atelier.payments.store import PaymentsTable, StoredEvent
+from atelier.payments.store import EventSummary, PaymentsTable, StoredEvent
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,12 @@ class Outcome:
 
 
 Applier = Callable[[dict[str, Any]], Outcome]
+#: (provider, verified event) -> what its permanent record keeps (:func:`atelier.payments.summary.summarize_event`).
+Summarizer = Callable[[str, dict[str, Any]], EventSummary]
+
+
+def _no_summary(provider: str, event: dict[str, Any]) -> EventSummary:
+    return EventSummary()
 
 
 class WebhookAck(BaseModel):
@@ -44,18 +51,26 @@ class WebhookAck(BaseModel):
 
 
 class PaymentInbox:
-    def __init__(self, table: PaymentsTable) -> None:
+    def __init__(self, table: PaymentsTable, summarize: Summarizer = _no_summary) -> None:
         self._table = table
+        self._summarize = summarize
 
     def accept(
         self, provider: str, event_id: str, event_type: str, body: bytes, event: dict[str, Any], apply: Applier
     ) -> WebhookAck:
         """Store the verified ``event`` (raw ``body``) once, and apply it unless that was already settled."""
-        stored, new = self._table.record_event(provider, event_id, event_type, body)
+        stored, new = self._table.record_event(provider, event_id, event_type, body, self._summary(provider, event))
         if not new and stored.settled:
             logger.info('duplicate payment event', extra={'provider': provider, 'event_id': event_id})
             return WebhookAck(event_id=event_id, status='duplicate', detail=f'already {stored.status}')
         return self._apply(stored, event, apply)
+
+    def _summary(self, provider: str, event: dict[str, Any]) -> EventSummary:
+        try:
+            return self._summarize(provider, event)
+        except Exception:  # storing the event matters more than describing it
+            logger.exception('payment event not summarized', extra={'provider': provider, 'alert': 'payments'})
+            return EventSummary()
 
     def replay(self, stored: StoredEvent, event: dict[str, Any], apply: Applier) -> WebhookAck:
         """Apply a stored event again, whatever its status (applying is idempotent)."""

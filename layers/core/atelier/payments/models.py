@@ -71,7 +71,9 @@ class ReplayRequest(BaseModel):
 class ReplayResult(BaseModel):
     provider: str
     event_id: str
-    status: str = Field(description='processed | ignored | parked | rejected | failed')
+    status: str = Field(
+        description='processed | ignored | parked | rejected | failed | expired (its raw body is no longer kept)'
+    )
     detail: str = ''
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -42,6 +43,7 @@ from atelier.payments.models import (
 from atelier.payments.ports import CreditLedger, LedgerAccountPlans, PlanWriter
 from atelier.payments.revenuecat_events import RevenueCatEvents, authorization_matches
 from atelier.payments.store import PaymentsTable, StoredEvent
+from atelier.payments.summary import summarize_event
 
 
 class Payments:
@@ -61,7 +63,7 @@ class Payments:
         self._table = table
         self._catalog = catalog
         self._book = book or PaymentBook(table, ledger, plans, catalog)
-        self._inbox = PaymentInbox(table)
+        self._inbox = PaymentInbox(table, summarize_event)
         self._revenuecat = RevenueCatEvents(
             self._book,
             live=settings.payments_live_mode,
@@ -95,7 +97,11 @@ class Payments:
         return self._inbox.accept('revenuecat', event['id'], event['type'], body, envelope, self._revenuecat.apply)
 
     def replay(self, request: ReplayRequest) -> list[ReplayResult]:
-        """Ops: apply stored events again (one, or the oldest in a status). Idempotent; a failure is reported."""
+        """Ops: apply stored events again (one, or the oldest in a status). Idempotent; a failure is reported.
+
+        Only an event whose raw body is still kept can be applied again: one whose body has expired is answered
+        ``expired`` and left as it is (a replay by status passes such events over).
+        """
         if request.status is not None:
             stored = self._table.events_with_status(request.status, limit=request.limit)
         else:
@@ -107,11 +113,19 @@ class Payments:
         return [self._replay(event) for event in stored]
 
     def _replay(self, stored: StoredEvent) -> ReplayResult:
+        body = self._table.raw_body(stored.provider, stored.event_id)
+        if body is None:
+            detail = f'raw body expired{_on(stored.raw_expires_at)}; nothing applied, the record is kept'
+            logger.warning(
+                'payment event not replayed',
+                extra={'provider': stored.provider, 'event_id': stored.event_id, 'detail': detail},
+            )
+            return ReplayResult(provider=stored.provider, event_id=stored.event_id, status='expired', detail=detail)
         try:
             if stored.provider == 'stripe':
-                ack = self._inbox.replay(stored, json.loads(stored.body), self._stripe_events().apply)
+                ack = self._inbox.replay(stored, json.loads(body), self._stripe_events().apply)
             else:
-                ack = self._inbox.replay(stored, _revenuecat_envelope(stored.body), self._revenuecat.apply)
+                ack = self._inbox.replay(stored, _revenuecat_envelope(body), self._revenuecat.apply)
         except DomainError as exc:
             status = 'rejected' if isinstance(exc, ModeMismatch) else 'failed'
             return ReplayResult(provider=stored.provider, event_id=stored.event_id, status=status, detail=exc.message)
@@ -245,6 +259,12 @@ def checkout_idempotency_key(account_id: str, item: str, client_key: str | None,
     return f'atelier-checkout-{digest[:48]}'
 
 
+def _on(epoch_seconds: int | None) -> str:
+    if epoch_seconds is None:
+        return ''
+    return f' on {datetime.fromtimestamp(epoch_seconds, UTC):%Y-%m-%d %H:%M} UTC'
+
+
 def _revenuecat_envelope(body: bytes) -> dict[str, Any]:
     try:
         envelope = json.loads(body)
@@ -292,7 +312,9 @@ def payments_service(settings: Settings) -> Payments:
     dynamodb = client('dynamodb')
     return Payments(
         settings,
-        table=PaymentsTable(settings.events_table, dynamodb),
+        table=PaymentsTable(
+            settings.events_table, dynamodb, raw_retention=timedelta(days=settings.raw_event_retention_days)
+        ),
         ledger=ledger(),
         plans=LedgerAccountPlans(ledger(), settings.ledger_table, dynamodb),
         catalog=load_commerce_catalog(),

@@ -142,7 +142,11 @@ class Provider(Protocol):
         ...
 
     def cancel(self, provider_job_id: str) -> JobState:
-        """Ask the provider to stop the job; returns its state after asking (it may still be running)."""
+        """Ask the provider to stop the job; returns its state after asking (it may still be running).
+
+        Final only when the provider says how the job ended. "I do not know this job" (Cog's 404 on cancel:
+        it may have just finished, its webhook on the way) is not final: the task keeps waiting.
+        """
         ...
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> JobState:

@@ -13,7 +13,9 @@ A claim without a job id is a submit whose outcome is unknown (the request may o
 the provider): the adapter resolves it before it may *claim* the next attempt.
 
 Cog forgets a prediction once it has finished and has no GET: polling is a repeat of the same PUT, so
-the Cog adapter keeps the request (model, input, webhook) here as well.
+the Cog adapter keeps the request (model, input, webhook) here as well, and *notes a cancel*: a
+canceled prediction must never be started again by such a repeat, and the time of the first cancel
+starts its grace period (see :mod:`atelier.providers.cog.client`).
 
 Items live in the tasks table, beside the task store's (generic keys, expired by the table's TTL):
 
@@ -21,7 +23,8 @@ Items live in the tasks table, beside the task store's (generic keys, expired by
 pk                                       sk          attributes
 =======================================  ==========  ===============================================
 ``SUBMIT#{provider}#{task_id}``          ``SUBMIT``  ``attempt`` (N), ``claimed_at`` (S),
-                                                     ``job_id`` (S, once known), ``request`` (S, JSON)
+                                                     ``job_id`` (S, once known), ``request`` (S, JSON),
+                                                     ``cancel_requested_at`` (S, once canceled)
 =======================================  ==========  ===============================================
 """
 
@@ -48,6 +51,8 @@ class Submission:
     claimed_at: datetime
     job_id: str | None = None
     request: dict[str, Any] | None = None
+    #: When the job was first asked to stop (None: never).
+    cancel_requested_at: datetime | None = None
 
 
 class SubmissionJournal(Protocol):
@@ -74,6 +79,11 @@ class SubmissionJournal(Protocol):
 
     def release(self, provider: str, task_id: str, attempt: int) -> None:
         """Give ``attempt``'s claim back: the provider certainly started nothing (no-op otherwise)."""
+        ...
+
+    def note_cancel(self, provider: str, task_id: str, now: datetime) -> datetime | None:
+        """Note that the job was asked to stop; returns when it first was (an earlier note wins), or None
+        when the journal holds no submission for the task (nothing is written then)."""
         ...
 
 
@@ -132,6 +142,16 @@ class InMemoryJournal:
             if current is not None and current.job_id is None and current.attempt == attempt:
                 del self._items[key]
 
+    def note_cancel(self, provider: str, task_id: str, now: datetime) -> datetime | None:
+        key = (provider, task_id)
+        with self._lock:
+            current = self._items.get(key)
+            if current is None:
+                return None
+            if current.cancel_requested_at is None:
+                current = self._items[key] = replace(current, cancel_requested_at=now)
+            return current.cancel_requested_at
+
 
 class DynamoDBJournal:
     """The journal in the tasks table. ``dynamodb`` defaults to the shared low-level boto3 client."""
@@ -163,6 +183,7 @@ class DynamoDBJournal:
             claimed_at=_parse_ts(item['claimed_at']['S']),
             job_id=item['job_id']['S'] if 'job_id' in item else None,
             request=None if request is None else json.loads(request['S']),
+            cancel_requested_at=_parse_ts(item['cancel_requested_at']['S']) if 'cancel_requested_at' in item else None,
         )
 
     def claim(
@@ -250,3 +271,21 @@ class DynamoDBJournal:
         except ClientError as exc:
             if exc.response.get('Error', {}).get('Code') != 'ConditionalCheckFailedException':
                 raise
+
+    def note_cancel(self, provider: str, task_id: str, now: datetime) -> datetime | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.db.update_item(
+                TableName=self.table,
+                Key=self._key(provider, task_id),
+                UpdateExpression='SET cancel_requested_at = if_not_exists(cancel_requested_at, :now)',
+                ConditionExpression='attribute_exists(pk)',
+                ExpressionAttributeValues={':now': {'S': _ts(now)}},
+                ReturnValues='ALL_NEW',
+            )
+        except ClientError as exc:
+            if exc.response.get('Error', {}).get('Code') == 'ConditionalCheckFailedException':
+                return None
+            raise
+        return _parse_ts(response['Attributes']['cancel_requested_at']['S'])

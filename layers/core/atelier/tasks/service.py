@@ -185,7 +185,13 @@ class TaskService:
         return TaskPage(items=[self.view(t) for t in tasks], next_cursor=next_cursor)
 
     def cancel(self, account_id: str, task_id: str) -> TaskView:
-        """Before submit: canceled at once, all credits back. Running: ask the provider, then its final word decides."""
+        """Before submit: canceled at once, all credits back. Running: ask the provider, then its final word decides.
+
+        The provider's answer is final only when it says so; one that cannot tell (Cog's 404: a prediction
+        it no longer knows, maybe just finished) answers not final, and the task keeps waiting: a late
+        ``succeeded`` is delivered and charged, anything else refunded. A task whose cancel the provider
+        never confirms ends ``canceled`` and refunded, at the latest at its deadline.
+        """
         task = self._own(account_id, task_id)
         if task.is_final:
             raise TaskFinished('The task has already finished.')
@@ -426,8 +432,9 @@ class TaskService:
     def _claim_failure(self, task: Task, caught: dict[str, Any] | None) -> Task:
         outcome = self._failure_outcome(task, caught)
         claimed = self.store.claim_outcome(task.task_id, outcome, self.clock())
-        if claimed is not None and outcome.status is Status.EXPIRED and task.provider_job_id:
-            # Stop the provider's work (and its bill) on a task nobody will pay for.
+        unconfirmed = outcome.status in (Status.EXPIRED, Status.CANCELED) and task.provider_state is None
+        if claimed is not None and unconfirmed and task.provider_job_id:
+            # Stop the provider's work (and its bill) on a task nobody will pay for (again, if a cancel asked).
             with contextlib.suppress(DomainError):
                 self.providers.get(task.provider).cancel(task.provider_job_id)
         return claimed or self._load(task.task_id)
@@ -440,12 +447,13 @@ class TaskService:
         if state is not None:
             message = 'The result could not be stored; every credit was refunded.'
             return Outcome(status=Status.FAILED, charge=0, error=JobError(code='settle_failed', message=message))
+        if task.cancel_requested:
+            # Before the deadline check: a user's cancel that the provider never confirmed is still a cancel.
+            message = 'Canceled; every credit was refunded.'
+            return Outcome(status=Status.CANCELED, charge=0, error=JobError(code='canceled', message=message))
         if self.clock() >= task.deadline_at:
             message = 'The provider did not finish before the deadline; every credit was refunded.'
             return Outcome(status=Status.EXPIRED, charge=0, error=JobError(code='deadline_exceeded', message=message))
-        if task.cancel_requested:
-            message = 'Canceled; every credit was refunded.'
-            return Outcome(status=Status.CANCELED, charge=0, error=JobError(code='canceled', message=message))
         name = str((caught or {}).get('Error') or '')
         code = 'provider_unavailable' if name == ProviderUnavailable.__name__ else 'internal_error'
         message = 'The provider could not be reached.' if code == 'provider_unavailable' else 'The task failed.'

@@ -8,10 +8,12 @@ Cog's HTTP API, as coglet 0.23 serves it:
   idempotent and polling is a repeat of the PUT (there is no GET). **Once a prediction has finished,
   coglet forgets it**: a later PUT of the same id starts it again. So the final state is only ever seen
   by webhook (a job without a webhook URL is refused); a poll after the final webhook failed to arrive
-  re-runs the (self-hosted, unbilled) prediction, whose own final webhook then brings the result. The
-  request is kept in the :mod:`~atelier.providers.journal` so that the repeat is the same request.
+  re-runs the (self-hosted, unbilled) prediction, whose own final webhook then brings the result (never
+  after a cancel: see below). The request is kept in the :mod:`~atelier.providers.journal` so that the
+  repeat is the same request.
 - ``POST /predictions/{id}/cancel``: 200 while it runs (the final ``canceled`` follows by webhook), 404
-  when it is not running. ``409`` on a PUT: every slot is busy with other predictions (retry later).
+  when Cog does not know it (any more). ``409`` on a PUT: every slot is busy with other predictions
+  (retry later).
 - Statuses ``starting``/``processing``/``succeeded``/``failed``/``canceled``; outputs are URLs (with
   ``--upload-url``) or ``data:`` URIs, which settle stores in S3 like any URL.
 
@@ -25,6 +27,22 @@ is good for its own task only, and the secret never leaves AWS.
 
 Credits: Cog bills nothing, so a success costs the catalog price of what was delivered (images
 returned, at most those asked for); ``metrics.predict_time`` is logged with each final state.
+
+Cancel, and what a 404 means. A 404 on cancel does not say the prediction was canceled: Cog answers it
+for a prediction it has forgotten, which is one that *finished* (coglet forgets it at once, while its
+final webhook may still be on its way: coglet retries that webhook for about seven minutes) or one lost
+in a server restart. So the adapter answers *unknown* (``running``, raw status ``unknown``: not final),
+and the task keeps waiting for the final word like after any cancel:
+
+- a final webhook that arrives decides: ``succeeded`` delivers the result and charges it like any
+  success; ``failed``/``canceled`` refund everything;
+- every cancel (200 or 404) is noted in the journal, and a poll of a canceled prediction never repeats
+  the PUT (that would start the prediction the user stopped again, or a second run of one that
+  finished): it answers unknown until :data:`CANCEL_GRACE` after the first cancel, then ``canceled``,
+  final: Cog keeps no record, so nothing more can be learned, and every credit is refunded. A webhook
+  later than that is ignored, as any after a task's final word;
+- the task's deadline still ends the wait if it comes first; a task whose cancel was requested then
+  ends ``canceled`` too, refunded (:mod:`atelier.tasks.service`).
 """
 
 from __future__ import annotations
@@ -35,7 +53,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -62,6 +80,12 @@ WEBHOOK_USER = 'cog'
 WEBHOOK_EVENTS = ('start', 'completed')
 #: ``data:`` outputs travel inside the task item (DynamoDB: 400 KB); larger results need ``--upload-url``.
 MAX_INLINE_OUTPUT_CHARS = 300_000
+#: How long after a cancel a prediction's final webhook is awaited before it is taken as canceled. coglet
+#: retries a final webhook 12 times, backing off from 0.2 s to at most 102.4 s: its last try comes about
+#: 6 min 50 s after the first (later if tries time out). Ten minutes covers that whole schedule.
+CANCEL_GRACE = timedelta(minutes=10)
+#: The raw status of a prediction whose fate Cog can no longer tell (a 404 on cancel; a poll after a cancel).
+UNKNOWN = 'unknown'
 _STATUSES = {
     'starting': Status.SUBMITTED,
     'processing': Status.RUNNING,
@@ -102,6 +126,7 @@ class CogProvider:
         journal: SubmissionJournal,
         http: httpx.Client | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        cancel_grace: timedelta = CANCEL_GRACE,
     ) -> None:
         self._base_url = base_url.rstrip('/')
         self._secret = LazySecret(webhook_secret)
@@ -109,6 +134,7 @@ class CogProvider:
         self._journal = journal
         self._http = http
         self._clock = clock
+        self._cancel_grace = cancel_grace
 
     # ------------------------------------------------------------------ the port
     def submit(self, job: Job) -> JobState:
@@ -126,26 +152,26 @@ class CogProvider:
         recorded = self._journal.get(NAME, provider_job_id)
         if recorded is None or not recorded.request:
             return JobState.lost(provider_job_id, 'This prediction was never submitted to Cog.')
+        if recorded.cancel_requested_at is not None:
+            # A repeat PUT would start the canceled prediction again: only its final webhook can decide.
+            return self._after_cancel(provider_job_id, recorded.cancel_requested_at)
         return self._put(provider_job_id, recorded.request)
 
     def cancel(self, provider_job_id: str) -> JobState:
         import httpx
 
+        # Noted first: whatever Cog answers (or if it cannot be reached), no poll may start this prediction again.
+        self._journal.note_cancel(NAME, provider_job_id, self._clock())
         try:
             response = self.http.post(f'{self._base_url}/predictions/{provider_job_id}/cancel')
         except httpx.HTTPError as exc:
             raise ProviderUnavailable(f'The Cog server is unreachable: {exc}') from exc
         if response.status_code == 404:
-            # Not running (finished, or the server restarted): nothing is left to stop.
-            message = 'Cog is no longer running this prediction.'
-            return JobState(
-                provider_job_id=provider_job_id,
-                status=Status.CANCELED,
-                raw_status='not_running',
-                error=JobError(code='provider_canceled', message=message),
-            )
+            # Cog has forgotten it: finished (its final webhook may be on its way) or lost in a restart.
+            logger.info('cog: canceled a prediction Cog does not know', extra={'prediction_id': provider_job_id})
+            return JobState(provider_job_id=provider_job_id, status=Status.RUNNING, raw_status=UNKNOWN)
         self._raise_for(response)
-        # Asked: the prediction stops at its next chance and reports `canceled` by webhook (or the next poll).
+        # Asked: the prediction stops at its next chance and reports `canceled` by webhook.
         return JobState(provider_job_id=provider_job_id, status=Status.RUNNING, raw_status='canceling')
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> JobState:
@@ -160,6 +186,19 @@ class CogProvider:
         return self._state(payload, recorded.request if recorded is not None else None)
 
     # ------------------------------------------------------------------ plumbing
+    def _after_cancel(self, provider_job_id: str, canceled_at: datetime) -> JobState:
+        """Unknown while the grace runs; then canceled, final (Cog keeps no record to learn more from)."""
+        if self._clock() < canceled_at + self._cancel_grace:
+            return JobState(provider_job_id=provider_job_id, status=Status.RUNNING, raw_status=UNKNOWN)
+        message = 'Canceled: the Cog server sent no final result after the cancel; every credit was refunded.'
+        logger.info('cog: no final word after a cancel; taken as canceled', extra={'prediction_id': provider_job_id})
+        return JobState(
+            provider_job_id=provider_job_id,
+            status=Status.CANCELED,
+            raw_status=UNKNOWN,
+            error=JobError(code='canceled', message=message),
+        )
+
     @property
     def http(self) -> httpx.Client:
         if self._http is None:
