@@ -17,8 +17,8 @@ from infra.local.template import ROOT, function_specs, mount_code
 OPENAPI_PATH = ROOT / 'layers' / 'core' / 'atelier' / 'api' / 'openapi.json'
 DESCRIPTION = (
     'Atelier: sign in a device, buy credits, run AI generation tasks. JSON everywhere; errors are '
-    '`{"error": {"code", "message", "request_id"}}`. Authenticate with `Authorization: Bearer <token>` '
-    'from `POST /v1/auth/device`.'
+    '`{"error": {"code", "message", "request_id"}}`. Authenticate with `Authorization: Bearer <access_token>` '
+    'from a sign-in (`POST /v1/auth/device`); renew it with its refresh token (`POST /v1/auth/refresh`).'
 )
 
 

@@ -1,3 +1,4 @@
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Depends
@@ -9,11 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from atelier.api import create_resolver, resolve
 from atelier.api.auth import authenticated_account, authenticated_session
 from atelier.config import get_settings
+from atelier.identity.identities import sign_in_identity
 from atelier.identity.service import SignUpLimits, WelcomeGrant, get_profile, sign_in_device
 from atelier.identity.sessions import SessionTokens
 from atelier.identity.tokens import Claims
 from atelier.observability import logger
-from atelier.wiring import devices, ledger, sessions
+from atelier.wiring import devices, identities, ledger, oidc_verifier, sessions
 
 app = create_resolver()
 
@@ -26,6 +28,30 @@ class DeviceSignInIn(BaseModel):
         max_length=128,
         description='The secret the first sign-in of this device id answered; required on every later one.',
     )
+
+
+class OidcSignInIn(BaseModel):
+    model_config = ConfigDict(extra='forbid')
+    provider: str = Field(min_length=1, max_length=64, description='An enabled provider id (GET /v1/auth/providers).')
+    id_token: str = Field(min_length=1, max_length=16_384, description="The provider's OpenID Connect ID token.")
+    nonce: str | None = Field(
+        default=None, max_length=512, description='The nonce given to the provider (Apple), compared exactly.'
+    )
+
+
+class ProviderOut(BaseModel):
+    id: str
+    issuer: str
+    client_ids: list[str]
+
+
+class ProvidersOut(BaseModel):
+    providers: list[ProviderOut]
+
+
+class LinkOut(BaseModel):
+    account_id: str
+    provider: str
 
 
 class RefreshIn(BaseModel):
@@ -96,6 +122,39 @@ def handle_device_sign_in(body: DeviceSignInIn) -> DeviceSessionOut:
     )
     tokens = sessions().start(signed_in.account_id)
     return DeviceSessionOut(**_session_out(tokens), device_secret=signed_in.device_secret)
+
+
+@app.get('/v1/auth/providers', tags=['identity'])
+def handle_list_providers() -> ProvidersOut:
+    return ProvidersOut(
+        providers=[
+            ProviderOut(id=p.id, issuer=p.issuer, client_ids=list(p.client_ids)) for p in oidc_verifier().providers
+        ]
+    )
+
+
+@app.post('/v1/auth/oidc', tags=['identity'])
+def handle_oidc_sign_in(body: OidcSignInIn) -> SessionOut:
+    """Sign in with an ID token of an enabled provider: its identity's account (opened on first sign-in)."""
+    settings = get_settings()
+    identity = oidc_verifier().verify(body.provider, body.id_token, body.nonce)
+    account_id = sign_in_identity(
+        identity,
+        ledger=ledger(),
+        identities=identities(),
+        source_ip=app.current_event.request_context.http.source_ip,
+        limits=SignUpLimits(settings.signups_per_address_per_hour, settings.signups_per_minute),
+        welcome=WelcomeGrant(settings.welcome_credits, settings.welcome_credits_valid_for),
+    )
+    return SessionOut(**_session_out(sessions().start(account_id)))
+
+
+@app.post('/v1/auth/link', tags=['identity'], security=[{'bearer': []}])
+def handle_link(account_id: Annotated[str, Depends(authenticated_account)], body: OidcSignInIn) -> LinkOut:
+    """Link an identity to the signed-in account (which keeps its credits); 409 if it belongs to another."""
+    identity = oidc_verifier().verify(body.provider, body.id_token, body.nonce)
+    identities().link(identity, account_id, datetime.now(UTC).isoformat())
+    return LinkOut(account_id=account_id, provider=identity.provider)
 
 
 @app.post('/v1/auth/refresh', tags=['identity'])

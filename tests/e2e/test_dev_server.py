@@ -47,7 +47,7 @@ def test_the_dev_server_starts_serves_and_stops_on_ctrl_c():
         assert f'curl http://127.0.0.1:{port}/health' in text
         assert httpx.get(f'http://127.0.0.1:{port}/health').json() == {'status': 'ok'}
         signed_in = httpx.post(f'http://127.0.0.1:{port}/v1/auth/device', json={'device_id': 'dev-server-device-01'})
-        token = signed_in.json()['token']
+        token = signed_in.json()['access_token']
         me = httpx.get(f'http://127.0.0.1:{port}/v1/me', headers={'authorization': f'Bearer {token}'}).json()
         assert me['balance'] == {'available': 100, 'held': 0}  # the dev server's welcome credits
         # And the banner's export lines make an administrator of the AWS SDK/CLI on the offline endpoint

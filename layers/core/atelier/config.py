@@ -41,6 +41,7 @@ class Settings(BaseModel):
     refresh_token_ttl_days: int = Field(default=30, alias='REFRESH_TOKEN_TTL_DAYS', gt=0, le=400)
     signups_per_address_per_hour: int = Field(default=20, alias='SIGNUPS_PER_ADDRESS_PER_HOUR', gt=0)
     signups_per_minute: int = Field(default=600, alias='SIGNUPS_PER_MINUTE', gt=0)
+    oidc_providers: str = Field(default='', alias='OIDC_PROVIDERS')  # JSON list, atelier.identity.oidc
     welcome_credits: int = Field(default=0, alias='WELCOME_CREDITS', ge=0)
     welcome_credits_days: int = Field(default=30, alias='WELCOME_CREDITS_DAYS', gt=0)
     public_api_url: str = Field(default='', alias='PUBLIC_API_URL')

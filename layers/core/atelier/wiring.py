@@ -17,6 +17,8 @@ from functools import cache
 from atelier.aws import client
 from atelier.config import AUTH_TOKEN_SECRET, get_settings
 from atelier.identity.devices import DeviceDirectory
+from atelier.identity.identities import IdentityDirectory
+from atelier.identity.oidc import OidcVerifier, parse_providers
 from atelier.identity.sessions import Sessions, SessionStore
 from atelier.identity.tokens import Keyring
 from atelier.ledger import DynamoDBLedgerStore, Ledger
@@ -63,7 +65,19 @@ def sessions() -> Sessions:
     return Sessions(store, keyring, access_ttl_seconds=settings.access_token_ttl_seconds)
 
 
+@cache
+def identities() -> IdentityDirectory:
+    return IdentityDirectory(get_settings().ledger_table, client('dynamodb'))
+
+
+@cache
+def oidc_verifier() -> OidcVerifier:
+    """The enabled OIDC providers; one per execution environment, so their key sets stay cached."""
+    settings = get_settings()
+    return OidcVerifier(parse_providers(settings.oidc_providers, allow_insecure_local=settings.stage == 'local'))
+
+
 def reset() -> None:
     """Forget every adapter built here (tests that change settings between cases)."""
-    for built in (keyring, ledger, devices, sessions):
+    for built in (keyring, ledger, devices, sessions, identities, oidc_verifier):
         built.cache_clear()

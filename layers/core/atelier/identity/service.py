@@ -107,28 +107,60 @@ def sign_in_device(
         return DeviceSignIn(device.account_id, None)
 
     candidate, secret, moment = make_account_id(), new_device_secret(), now()
+    claims = devices.claim_items(device_id, candidate, moment.isoformat(), secret)
+    try:
+        open_new_account(
+            candidate, claims, ledger=ledger, source_ip=source_ip, limits=limits, welcome=welcome, moment=moment
+        )
+    except ClaimTaken:  # another sign-in of this device id won the race
+        raise InvalidDeviceSecret('This device id is taken; sign in with its device_secret.') from None
+    return DeviceSignIn(candidate, secret)
+
+
+class ClaimTaken(Exception):
+    """The device or identity a new account was to claim belongs to another account by now."""
+
+
+def open_new_account(
+    account_id: str,
+    claims: list[dict[str, Any]],
+    *,
+    ledger: Ledger,
+    source_ip: str,
+    limits: SignUpLimits,
+    welcome: WelcomeGrant,
+    moment: datetime,
+) -> None:
+    """Open ``account_id`` with its welcome credits, the ``claims`` (whose first item's condition is "not
+    taken yet") and the sign-up counters, in one transaction: all of it, or nothing.
+
+    Raises
+    ------
+    ClaimTaken
+        The claimed device or identity was taken meanwhile.
+    TooManySignUps
+        A sign-up limit is reached (``retry_after_seconds`` in details).
+    """
     grant = None
     if welcome.credits > 0:
         grant = GrantSpec(
             amount=welcome.credits,
             kind=LotKind.PROMO,
-            business_id=f'welcome:{candidate}',
+            business_id=f'welcome:{account_id}',
             expires_at=moment + welcome.valid_for,
             memo='welcome credits',
         )
-    claims = devices.claim_items(device_id, candidate, moment.isoformat(), secret)
-    counters = sign_up_counters(devices.table, source_ip, limits, moment)
+    table = claims[0]['Put']['TableName']
+    counters = sign_up_counters(table, source_ip, limits, moment)
     try:
-        ledger.open_account(candidate, welcome=grant, extra_items=[*claims, *(item for item, _ in counters)])
+        ledger.open_account(account_id, welcome=grant, extra_items=[*claims, *(item for item, _ in counters)])
     except ExtraItemConditionFailed as failed:
-        if failed.index < len(claims):  # another sign-in of this device id won the race
-            raise InvalidDeviceSecret('This device id is taken; sign in with its device_secret.') from None
-        retry_after = counters[failed.index - len(claims)][1]
+        if failed.index < len(claims):
+            raise ClaimTaken from None
         raise TooManySignUps(
             'Too many new accounts from here right now; try again later.',
-            details={'retry_after_seconds': retry_after},
+            details={'retry_after_seconds': counters[failed.index - len(claims)][1]},
         ) from None
-    return DeviceSignIn(candidate, secret)
 
 
 def sign_up_counters(
