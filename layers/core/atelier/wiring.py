@@ -16,6 +16,7 @@ from functools import cache
 
 from atelier.aws import client
 from atelier.config import AUTH_TOKEN_SECRET, get_settings
+from atelier.identity.api_keys import ApiKeys
 from atelier.identity.devices import DeviceDirectory
 from atelier.identity.identities import IdentityDirectory
 from atelier.identity.oidc import OidcVerifier, parse_providers
@@ -77,7 +78,12 @@ def oidc_verifier() -> OidcVerifier:
     return OidcVerifier(parse_providers(settings.oidc_providers, allow_insecure_local=settings.stage == 'local'))
 
 
+@cache
+def api_keys() -> ApiKeys:
+    return ApiKeys(get_settings().ledger_table, client('dynamodb'))
+
+
 def reset() -> None:
     """Forget every adapter built here (tests that change settings between cases)."""
-    for built in (keyring, ledger, devices, sessions, identities, oidc_verifier):
+    for built in (keyring, ledger, devices, sessions, identities, oidc_verifier, api_keys):
         built.cache_clear()
