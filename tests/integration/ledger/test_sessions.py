@@ -16,6 +16,7 @@ from atelier.identity.sessions import (
 )
 from atelier.identity.tokens import InvalidToken, Keyring
 from tests.integration.ledger.conftest import Backend, FakeClock
+from tests.support.dynamodb_local import DynamoDBLocal
 
 RING = Keyring.parse('integration-test-key-of-at-least-32-chars', stage='test')
 
@@ -56,8 +57,11 @@ def test_a_refresh_rotates_and_the_old_refresh_token_then_revokes_the_session(wo
         service.authenticate(third.access_token)
 
 
-def test_concurrent_refreshes_with_one_token_let_at_most_one_through(world):
-    service, *_ = world
+@pytest.mark.ddb_local
+def test_concurrent_refreshes_with_one_token_let_at_most_one_through(dynamodb_local: DynamoDBLocal):
+    # (DynamoDB Local: moto's conditional writes are not atomic under concurrency)
+    backend = Backend('ddb_local', dynamodb_local.client(), dynamodb_local.client)
+    service = sessions(backend, backend.new_table(), FakeClock())
     tokens = service.start('acct_1')
 
     def refresh(_: int) -> SessionTokens | Exception:
