@@ -756,7 +756,7 @@ class Bench:
         response = self.http.post('/v1/auth/device', json={'device_id': f'bench-device-{uuid.uuid4().hex}'})
         response.raise_for_status()
         body = response.json()
-        self.token = body['token']
+        self.token = body['access_token']
         self.stack.invoke(
             'AdjustCreditsFunction',
             {

@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stopped.set())
     with LocalServer(port=args.port, welcome_credits=args.welcome_credits, parameters=overrides) as server:
         admin = server.stack.admin
+        issuer = server.services['oidc'].base_url
         sys.stdout.write(
             f'\nAtelier is running offline (template.yaml on moto; AWS endpoint {server.stack.endpoint})\n'
             f'  API         {server.url}\n'
@@ -49,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
             'Try:\n'
             f'  curl {server.url}/health\n'
             f"  curl -s -X POST {server.url}/v1/auth/device -H 'content-type: application/json' "
-            '-d \'{"device_id": "my-test-device-0001"}\'\n\n'
+            '-d \'{"device_id": "my-test-device-0001"}\'\n'
+            f'  OIDC issuer (provider local): {issuer}; an ID token:\n'
+            f'  curl -s -X POST {issuer}/token -d \'{{"sub": "me"}}\'\n\n'
             'Ctrl-C stops it.\n'
         )
         sys.stdout.flush()

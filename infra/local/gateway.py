@@ -92,9 +92,12 @@ class Gateway:
         return (fallback, {}) if fallback else None
 
     def handle(
-        self, method: str, raw_path: str, headers: dict[str, str], body: bytes
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes, source_ip: str = '127.0.0.1'
     ) -> tuple[int, dict[str, str], bytes]:
-        """One request, end to end: route, build the event, invoke, map the response."""
+        """One request, end to end: route, build the event, invoke, map the response.
+
+        ``source_ip`` is the TCP peer, as API Gateway reports it (any 127.x.y.z address reaches a server on
+        127.0.0.1, so a test can play several clients)."""
         if len(body) > MAX_PAYLOAD_BYTES:
             return 413, {'content-type': 'application/json'}, b'{"message":"Request Entity Too Large"}'
         url = urlsplit(raw_path)
@@ -102,7 +105,7 @@ class Gateway:
         if matched is None:
             return 404, {'content-type': 'application/json'}, b'{"message":"Not Found"}'
         route, path_parameters = matched
-        event = self._event(route, method, url.path, url.query, headers, body, path_parameters)
+        event = self._event(route, method, url.path, url.query, headers, body, path_parameters, source_ip)
         response = self.stack.client('lambda').invoke(
             FunctionName=self.stack.physical_id(route.function), Payload=json.dumps(event).encode()
         )
@@ -124,6 +127,7 @@ class Gateway:
         headers: dict[str, str],
         body: bytes,
         path_parameters: dict[str, str],
+        source_ip: str = '127.0.0.1',
     ) -> dict[str, Any]:
         lowered: dict[str, str] = {}
         for key, value in headers.items():
@@ -154,7 +158,7 @@ class Gateway:
                     'method': method,
                     'path': path,
                     'protocol': 'HTTP/1.1',
-                    'sourceIp': '127.0.0.1',
+                    'sourceIp': source_ip,
                     'userAgent': lowered.get('user-agent', ''),
                 },
                 'requestId': uuid.uuid4().hex,
@@ -184,7 +188,9 @@ class Gateway:
             def _serve(self) -> None:
                 length = int(self.headers.get('content-length') or 0)
                 body = self.rfile.read(length) if length else b''
-                status, headers, payload = gateway.handle(self.command, self.path, dict(self.headers.items()), body)
+                status, headers, payload = gateway.handle(
+                    self.command, self.path, dict(self.headers.items()), body, self.client_address[0]
+                )
                 self.send_response(status)
                 for key, value in headers.items():
                     if key.lower() not in {'content-length', 'connection'}:

@@ -8,6 +8,7 @@ webhooks) and a fake Stripe API.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol
 
 from infra.local.gateway import Gateway
@@ -48,6 +49,7 @@ class LocalServer:
         from infra.local.cog_server import CogModelServer
         from infra.local.fake_revenuecat import FakeRevenueCatServer
         from infra.local.fake_stripe import FakeStripeServer
+        from infra.local.oidc_issuer import DEFAULT_AUDIENCE, LocalOidcIssuer
 
         self.stack = OfflineStack(schedule_seconds=self.schedule_seconds, **self.stack_options)
         self.gateway = Gateway(self.stack, port=self.port)
@@ -59,7 +61,9 @@ class LocalServer:
         self.services['stripe'] = FakeStripeServer()
         self.services['revenuecat'] = FakeRevenueCatServer(api_key=LOCAL_SECRETS['revenuecat-api-key'])
         self.services['cog'] = CogModelServer()
+        self.services['oidc'] = LocalOidcIssuer()
         urls = {name: service.start() for name, service in self.services.items()}
+        local_provider = {'id': 'local', 'issuer': urls['oidc'], 'client_ids': [DEFAULT_AUDIENCE]}
         self.stack.parameters.update(
             {
                 'PublicApiUrl': self.url,
@@ -67,6 +71,7 @@ class LocalServer:
                 'StripeApiBase': urls['stripe'],
                 'RevenueCatApiBase': urls['revenuecat'],
                 'CogProviderUrl': urls['cog'],
+                'OidcProviders': json.dumps([local_provider]),
                 **self.parameters,
             }
         )

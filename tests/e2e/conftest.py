@@ -6,6 +6,7 @@ in this process at its moto server through ``AWS_ENDPOINT_URL``.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ class User:
     account_id: str
     token: str
     http: httpx.Client
+    refresh_token: str = ''
+    device_id: str = ''
+    device_secret: str | None = None
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.http.get(path, headers={'authorization': f'Bearer {self.token}'}, **kwargs)
@@ -65,11 +69,35 @@ class Stack:
         return result
 
     def sign_in(self, device_id: str | None = None) -> User:
+        """A new device signs up, from an address of its own (sign-ups are limited per source address)."""
         device_id = device_id or f'e2e-device-{uuid.uuid4().hex}'
-        response = self.http.post('/v1/auth/device', json={'device_id': device_id})
+        response = self.post_from(next_address(), '/v1/auth/device', json={'device_id': device_id})
         assert response.status_code == 200, response.text
         body = response.json()
-        return User(account_id=body['account_id'], token=body['token'], http=self.http)
+        return User(
+            account_id=body['account_id'],
+            token=body['access_token'],
+            http=self.http,
+            refresh_token=body['refresh_token'],
+            device_id=device_id,
+            device_secret=body['device_secret'],
+        )
+
+    def post_from(self, address: str, path: str, **kwargs: Any) -> httpx.Response:
+        """POST from the source address ``address`` (any 127.x.y.z reaches the server on 127.0.0.1)."""
+        with httpx.Client(
+            base_url=self.url, timeout=30, transport=httpx.HTTPTransport(local_address=address)
+        ) as client:
+            return client.post(path, **kwargs)
+
+
+_addresses = itertools.count(1)
+
+
+def next_address() -> str:
+    """Another loopback address, as another client on the internet would have."""
+    n = next(_addresses)
+    return f'127.1.{n // 250 % 250}.{n % 250 + 1}'
 
 
 @pytest.fixture(scope='session')

@@ -47,9 +47,15 @@ def test_the_dev_server_starts_serves_and_stops_on_ctrl_c():
         assert f'curl http://127.0.0.1:{port}/health' in text
         assert httpx.get(f'http://127.0.0.1:{port}/health').json() == {'status': 'ok'}
         signed_in = httpx.post(f'http://127.0.0.1:{port}/v1/auth/device', json={'device_id': 'dev-server-device-01'})
-        token = signed_in.json()['token']
+        token = signed_in.json()['access_token']
         me = httpx.get(f'http://127.0.0.1:{port}/v1/me', headers={'authorization': f'Bearer {token}'}).json()
         assert me['balance'] == {'available': 100, 'held': 0}  # the dev server's welcome credits
+        # And the banner's OIDC issuer mints an ID token that signs in (provider local), as with curl
+        issuer = next(line for line in banner if 'OIDC issuer (provider local):' in line).split(': ', 1)[1]
+        issuer = issuer.split(';', 1)[0].strip()
+        id_token = httpx.post(f'{issuer}/token', json={'sub': 'dev-person'}).json()['id_token']
+        oidc = httpx.post(f'http://127.0.0.1:{port}/v1/auth/oidc', json={'provider': 'local', 'id_token': id_token})
+        assert oidc.status_code == 200 and oidc.json()['account_id'] != signed_in.json()['account_id']
         # And the banner's export lines make an administrator of the AWS SDK/CLI on the offline endpoint
         exports = dict(
             line.strip().removeprefix('export ').split('=', 1) for line in banner if line.strip().startswith('export ')

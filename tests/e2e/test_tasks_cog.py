@@ -54,11 +54,13 @@ def test_a_cancel_cog_answers_404_waits_for_the_late_success_which_is_delivered_
     down.set()
     refused: list[dict[str, Any]] = []
 
-    def flaky(method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def flaky(
+        method: str, raw_path: str, headers: dict[str, str], body: bytes, *rest: Any
+    ) -> tuple[int, dict[str, str], bytes]:
         if down.is_set() and method == 'POST' and raw_path.startswith('/webhooks/providers/cog'):
             refused.append(json.loads(body))
             return 503, {'content-type': 'application/json'}, b'{"message":"Service Unavailable"}'
-        return handle(method, raw_path, headers, body)
+        return handle(method, raw_path, headers, body, *rest)
 
     monkeypatch.setattr(gateway, 'handle', flaky)
     user = funded(stack, 10)

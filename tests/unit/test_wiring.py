@@ -28,8 +28,7 @@ def _clear_caches() -> None:
 
     atelier.config.get_settings.cache_clear()
     atelier.aws.client.cache_clear()
-    atelier.wiring.ledger.cache_clear()
-    atelier.wiring.devices.cache_clear()
+    atelier.wiring.reset()
     atelier.payments.service.payments_service.cache_clear()
     atelier.tasks.wiring.task_service.cache_clear()
     atelier.tasks.wiring.media.cache_clear()
@@ -61,7 +60,7 @@ def secrets_read(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
     def fetch(parameter_name: str) -> str:
         read.append(parameter_name)
-        return 'test-token-secret'
+        return 'test-token-secret-of-at-least-32-characters'
 
     _clear_caches()
     monkeypatch.setattr(atelier.config, '_fetch_secret', fetch)  # the real one (and its cache) is never called

@@ -36,7 +36,12 @@ class Settings(BaseModel):
     task_queue_url: str = Field(alias='TASK_QUEUE_URL')
     task_state_machine_arn: str = Field(alias='TASK_STATE_MACHINE_ARN')
     secrets_prefix: str = Field(alias='SECRETS_PREFIX')
-    token_ttl_seconds: int = Field(default=30 * 24 * 3600, alias='TOKEN_TTL_SECONDS', gt=0)
+    # identity: sessions and sign-up limits (atelier.identity)
+    access_token_ttl_seconds: int = Field(default=900, alias='ACCESS_TOKEN_TTL_SECONDS', gt=0, le=24 * 3600)
+    refresh_token_ttl_days: int = Field(default=30, alias='REFRESH_TOKEN_TTL_DAYS', gt=0, le=400)
+    signups_per_address_per_hour: int = Field(default=20, alias='SIGNUPS_PER_ADDRESS_PER_HOUR', gt=0)
+    signups_per_minute: int = Field(default=600, alias='SIGNUPS_PER_MINUTE', gt=0)
+    oidc_providers: str = Field(default='', alias='OIDC_PROVIDERS')  # JSON list, atelier.identity.oidc
     welcome_credits: int = Field(default=0, alias='WELCOME_CREDITS', ge=0)
     welcome_credits_days: int = Field(default=30, alias='WELCOME_CREDITS_DAYS', gt=0)
     public_api_url: str = Field(default='', alias='PUBLIC_API_URL')

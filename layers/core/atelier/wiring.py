@@ -16,14 +16,25 @@ from functools import cache
 
 from atelier.aws import client
 from atelier.config import AUTH_TOKEN_SECRET, get_settings
+from atelier.identity.api_keys import ApiKeys
 from atelier.identity.devices import DeviceDirectory
+from atelier.identity.identities import IdentityDirectory
+from atelier.identity.oidc import OidcVerifier, parse_providers
+from atelier.identity.sessions import Sessions, SessionStore
+from atelier.identity.tokens import Keyring
 from atelier.ledger import DynamoDBLedgerStore, Ledger
 
 
+@cache
+def keyring() -> Keyring:
+    """The access-token keys (the secret ``auth-token-secret``); a weak secret is refused outside ``local``."""
+    settings = get_settings()
+    return Keyring.parse(settings.secret(AUTH_TOKEN_SECRET), stage=settings.stage)
+
+
 def derived_key(purpose: str) -> bytes:
-    """A key for ``purpose`` derived from the token secret, so one secret signs all opaque values."""
-    secret = get_settings().secret(AUTH_TOKEN_SECRET).encode('utf-8')
-    return hmac.new(secret, purpose.encode('utf-8'), hashlib.sha256).digest()
+    """A key for ``purpose`` derived from the current signing key, so one secret signs all opaque values."""
+    return hmac.new(keyring().signing.secret, purpose.encode('utf-8'), hashlib.sha256).digest()
 
 
 def _cursor_key() -> bytes:
@@ -44,3 +55,35 @@ def ledger() -> Ledger:
 @cache
 def devices() -> DeviceDirectory:
     return DeviceDirectory(get_settings().ledger_table, client('dynamodb'))
+
+
+@cache
+def sessions() -> Sessions:
+    settings = get_settings()
+    store = SessionStore(
+        settings.ledger_table, client('dynamodb'), refresh_ttl_seconds=settings.refresh_token_ttl_days * 86400
+    )
+    return Sessions(store, keyring, access_ttl_seconds=settings.access_token_ttl_seconds)
+
+
+@cache
+def identities() -> IdentityDirectory:
+    return IdentityDirectory(get_settings().ledger_table, client('dynamodb'))
+
+
+@cache
+def oidc_verifier() -> OidcVerifier:
+    """The enabled OIDC providers; one per execution environment, so their key sets stay cached."""
+    settings = get_settings()
+    return OidcVerifier(parse_providers(settings.oidc_providers, allow_insecure_local=settings.stage == 'local'))
+
+
+@cache
+def api_keys() -> ApiKeys:
+    return ApiKeys(get_settings().ledger_table, client('dynamodb'))
+
+
+def reset() -> None:
+    """Forget every adapter built here (tests that change settings between cases)."""
+    for built in (keyring, ledger, devices, sessions, identities, oidc_verifier, api_keys):
+        built.cache_clear()

@@ -32,7 +32,7 @@ TABLES = {
     'TasksTable': 'atelier-test-tasks',
 }
 SECRETS = {
-    'auth-token-secret': 'test-token-secret',
+    'auth-token-secret': 'test-token-secret-of-at-least-32-characters',
     'stripe-webhook-secret': STRIPE_SECRET,
     'stripe-api-key': 'sk_test_atelier_local',
     'revenuecat-webhook-auth': RC_AUTH,
@@ -58,8 +58,7 @@ def clear_caches() -> None:
     atelier.config.get_settings.cache_clear()
     atelier.config._fetch_secret.cache_clear()
     atelier.aws.client.cache_clear()
-    atelier.wiring.ledger.cache_clear()
-    atelier.wiring.devices.cache_clear()
+    atelier.wiring.reset()
     atelier.payments.service.payments_service.cache_clear()
 
 
@@ -82,9 +81,10 @@ class World:
         return account_id
 
     def token(self, account_id: str) -> str:
-        from atelier.identity.tokens import issue_token
+        """An access token of a new session of the account (as a sign-in would give)."""
+        from atelier.wiring import sessions
 
-        return issue_token(account_id, key=SECRETS['auth-token-secret'], ttl_seconds=3600)
+        return sessions().start(account_id).access_token
 
     # ---------------------------------------------------------------- calls through the handlers
     def invoke(self, module: str, event: dict[str, Any]) -> Reply:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from atelier.errors import DomainError
-from atelier.identity.tokens import issue_token
+from atelier.identity.tokens import Claims, Keyring, issue_token, verify_token
 from atelier.ledger import ConcurrencyLimitExceeded, InsufficientCredits
 from atelier.providers import InvalidWebhookSignature
 from atelier.tasks import Created, TaskPage, TaskStatus, TaskView
@@ -18,7 +18,7 @@ from atelier.tasks.errors import IdempotencyKeyReused, TaskNotFound
 from atelier.tasks.models import StepResult, TaskCredits
 from tests.utils import http_event
 
-KEY = 'unit-test-token-key'
+KEY = 'unit-test-token-key-of-at-least-32-characters'
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -88,15 +88,20 @@ class FakeService:
         return StepResult(task_id=step.task_id, account_id=step.account_id, next='await', wait_seconds=20)
 
 
-class FakeSettings:
-    def secret(self, name: str) -> str:
-        return KEY
+RING = Keyring.parse(KEY, stage='test')
+
+
+class FakeSessions:
+    """Checks the token as the real sessions do, every session open."""
+
+    def authenticate(self, token: str) -> Claims:
+        return verify_token(token, keyring=RING)
 
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeService:
     service = FakeService()
-    monkeypatch.setattr('atelier.api.auth.get_settings', lambda: FakeSettings())
+    monkeypatch.setattr('atelier.api.auth.sessions', lambda: FakeSessions())
     for module in ('tasks_api', 'provider_webhook', 'dispatch_task', 'submit_task'):
         monkeypatch.setattr(f'functions.{module}.app.task_service', lambda: service)
     return service
@@ -105,7 +110,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeService:
 def call(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     from functions.tasks_api.app import lambda_handler
 
-    token = issue_token('acc_1', key=KEY, ttl_seconds=600)
+    token = issue_token('acc_1', 'ses_1', keyring=RING, ttl_seconds=600)
     all_headers = {'authorization': f'Bearer {token}', 'content-type': 'application/json', **(headers or {})}
     path, _, query = path.partition('?')
     params = dict(part.split('=', 1) for part in query.split('&')) if query else None

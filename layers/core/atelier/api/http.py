@@ -42,11 +42,14 @@ def error_body(code: str, message: str, request_id: str, details: Any = None) ->
     return {'error': error}
 
 
-def error_response(status: int, code: str, message: str, request_id: str, details: Any = None) -> Response[Any]:
+def error_response(
+    status: int, code: str, message: str, request_id: str, details: Any = None, headers: dict[str, str] | None = None
+) -> Response[Any]:
     return Response(
         status_code=int(status),
         content_type=content_types.APPLICATION_JSON,
         body=error_body(code, message, request_id, details),
+        headers=headers,
     )
 
 
@@ -63,7 +66,11 @@ def create_resolver() -> APIGatewayHttpResolver:
 
     @app.exception_handler(DomainError)  # type: ignore[untyped-decorator]
     def _domain_error(exc: DomainError) -> Response[Any]:
-        return error_response(STATUS_BY_KIND[exc.kind], exc.code, exc.message, request_id(), exc.details or None)
+        retry_after = exc.details.get('retry_after_seconds') if exc.details else None
+        headers = {'Retry-After': str(retry_after)} if isinstance(retry_after, int) else None
+        return error_response(
+            STATUS_BY_KIND[exc.kind], exc.code, exc.message, request_id(), exc.details or None, headers
+        )
 
     @app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
     def _validation_error(exc: RequestValidationError) -> Response[Any]:

@@ -1,18 +1,41 @@
-"""Which account a device belongs to: one item per device in the ledger table.
+"""Which account a device belongs to, and the device's secret: one item per device in the ledger table.
 
-Device ids are stored only as SHA-256 digests: they identify a phone, and the backend never needs
-them back.
+Device ids are stored only as SHA-256 digests (they identify a phone, and the backend never needs them
+back), and device secrets only as SHA-256 digests of the secret (256 random bits: a plain hash is enough).
+
+    pk = DEVICE#{sha256(device_id)}   sk = DEVICE     account_id, secret_hash, created_at
+    pk = ACCT#{account_id}           sk = DEVICE#{sha256(device_id)}   (the account's devices, for deletion)
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+from dataclasses import dataclass
 from typing import Any
 
 
+def device_digest(device_id: str) -> str:
+    return hashlib.sha256(device_id.encode('utf-8')).hexdigest()
+
+
+def secret_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode('utf-8')).hexdigest()
+
+
 def device_key(device_id: str) -> dict[str, dict[str, str]]:
-    digest = hashlib.sha256(device_id.encode('utf-8')).hexdigest()
-    return {'pk': {'S': f'DEVICE#{digest}'}, 'sk': {'S': 'DEVICE'}}
+    return {'pk': {'S': f'DEVICE#{device_digest(device_id)}'}, 'sk': {'S': 'DEVICE'}}
+
+
+@dataclass(frozen=True)
+class Device:
+    account_id: str
+    secret_hash: str | None  # None: a device from before device secrets (it adopts one at its next sign-in)
+
+    def accepts(self, secret: str | None) -> bool:
+        if self.secret_hash is None or not secret:
+            return False
+        return hmac.compare_digest(secret_digest(secret), self.secret_hash)
 
 
 class DeviceDirectory:
@@ -22,21 +45,61 @@ class DeviceDirectory:
         self._table = table_name
         self._client = client
 
-    def account_of(self, device_id: str) -> str | None:
-        item = self._client.get_item(TableName=self._table, Key=device_key(device_id), ConsistentRead=True).get('Item')
-        return item['account_id']['S'] if item else None
+    @property
+    def table(self) -> str:
+        return self._table
 
-    def claim_item(self, device_id: str, account_id: str, now_iso: str) -> dict[str, Any]:
-        """A TransactWriteItems ``Put`` that maps the device to the account, once and for all."""
-        return {
-            'Put': {
-                'TableName': self._table,
-                'Item': {
-                    **device_key(device_id),
-                    'type': {'S': 'device'},
-                    'account_id': {'S': account_id},
-                    'created_at': {'S': now_iso},
-                },
-                'ConditionExpression': 'attribute_not_exists(pk)',
-            }
-        }
+    def find(self, device_id: str) -> Device | None:
+        item = self._client.get_item(TableName=self._table, Key=device_key(device_id), ConsistentRead=True).get('Item')
+        if not item:
+            return None
+        return Device(item['account_id']['S'], item['secret_hash']['S'] if 'secret_hash' in item else None)
+
+    def account_of(self, device_id: str) -> str | None:
+        device = self.find(device_id)
+        return device.account_id if device else None
+
+    def claim_items(self, device_id: str, account_id: str, now_iso: str, secret: str) -> list[dict[str, Any]]:
+        """TransactWriteItems ``Put``s that map the device to the account, once and for all (the first one's
+        condition is what fails when the device is taken)."""
+        digest = device_digest(device_id)
+        return [
+            {
+                'Put': {
+                    'TableName': self._table,
+                    'Item': {
+                        **device_key(device_id),
+                        'type': {'S': 'device'},
+                        'account_id': {'S': account_id},
+                        'secret_hash': {'S': secret_digest(secret)},
+                        'created_at': {'S': now_iso},
+                    },
+                    'ConditionExpression': 'attribute_not_exists(pk)',
+                }
+            },
+            {
+                'Put': {
+                    'TableName': self._table,
+                    'Item': {
+                        'pk': {'S': f'ACCT#{account_id}'},
+                        'sk': {'S': f'DEVICE#{digest}'},
+                        'type': {'S': 'account_device'},
+                        'created_at': {'S': now_iso},
+                    },
+                }
+            },
+        ]
+
+    def adopt_secret(self, device_id: str, secret: str) -> bool:
+        """Give a device from before device secrets its secret; False if it has one already (a race lost)."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=device_key(device_id),
+                UpdateExpression='SET secret_hash = :hash',
+                ConditionExpression='attribute_exists(pk) AND attribute_not_exists(secret_hash)',
+                ExpressionAttributeValues={':hash': {'S': secret_digest(secret)}},
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True

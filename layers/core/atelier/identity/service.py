@@ -1,16 +1,28 @@
-"""Device sign-in and the signed-in account's profile."""
+"""Device sign-in and the signed-in account's profile.
+
+A device id alone is not a credential: the first sign-in of a device id creates its account and answers a
+server-generated ``device_secret`` once; every later sign-in of that device id must present it. Welcome
+credits come with the account, so once per device id (and, with OIDC, once per verified identity), never
+per sign-in. New accounts are rate-limited per source address and globally (the counters are written in
+the same transaction as the account, so a refused sign-up creates nothing).
+
+Where device attestation would plug in: App Attest (iOS) / Play Integrity (Android) verdicts would be
+checked in :func:`sign_in_device` before an account is opened (``attestation`` in the request body,
+verified against Apple's / Google's servers), and could lift the per-address limit for attested devices.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from atelier.catalog.plans import plan_limits
+from atelier.errors import DomainError, ErrorKind, Unauthorized
 from atelier.identity.devices import DeviceDirectory
-from atelier.identity.tokens import issue_token
 from atelier.ledger.errors import ExtraItemConditionFailed
 from atelier.ledger.models import Account, GrantSpec, LotKind
 
@@ -18,11 +30,19 @@ if TYPE_CHECKING:
     from atelier.ledger import Ledger
 
 
+class InvalidDeviceSecret(Unauthorized):
+    code = 'invalid_device_secret'
+
+
+class TooManySignUps(DomainError):
+    kind = ErrorKind.RATE_LIMITED
+    code = 'too_many_sign_ups'
+
+
 @dataclass(frozen=True)
-class DeviceSession:
+class DeviceSignIn:
     account_id: str
-    token: str
-    expires_in: int
+    device_secret: str | None  # only when this sign-in created the device (or gave an old device its secret)
 
 
 @dataclass(frozen=True)
@@ -33,51 +53,148 @@ class WelcomeGrant:
     valid_for: timedelta = timedelta(days=30)
 
 
+@dataclass(frozen=True)
+class SignUpLimits:
+    """At most ``per_address_per_hour`` new accounts per source address and hour, ``per_minute`` in all."""
+
+    per_address_per_hour: int = 20
+    per_minute: int = 600
+
+
 def new_account_id() -> str:
     return f'acct_{secrets.token_hex(10)}'
 
 
+def new_device_secret() -> str:
+    return f'ds_{secrets.token_urlsafe(32)}'
+
+
 def sign_in_device(
     device_id: str,
+    device_secret: str | None,
     *,
     ledger: Ledger,
     devices: DeviceDirectory,
-    token_key: str,
-    token_ttl_seconds: int,
+    source_ip: str,
+    limits: SignUpLimits = SignUpLimits(),
     welcome: WelcomeGrant = WelcomeGrant(),
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     make_account_id: Callable[[], str] = new_account_id,
-) -> DeviceSession:
-    """Sign a device in: its account (created on first sign-in) and a fresh bearer token.
+) -> DeviceSignIn:
+    """The device's account (created on its first sign-in, with its welcome grant), checked by its secret.
 
-    The device mapping, the account and its welcome grant are written in one transaction, so a
-    device maps to exactly one account however many sign-ins race: the losers of the race find the
-    winner's mapping and sign in to that account.
+    The device mapping, the account, its welcome grant and the sign-up counters are written in one
+    transaction, so a device maps to exactly one account however many sign-ins race: the losers of the
+    race find the winner's device, and, holding no secret for it, are refused.
+
+    Raises
+    ------
+    InvalidDeviceSecret
+        A known device id without its secret (or with another).
+    TooManySignUps
+        A new account would exceed the per-address or global limit (``retry_after_seconds`` in details).
     """
-    account_id = devices.account_of(device_id)
-    if account_id is None:
-        candidate = make_account_id()
-        moment = now()
-        grant = None
-        if welcome.credits > 0:
-            grant = GrantSpec(
-                amount=welcome.credits,
-                kind=LotKind.PROMO,
-                business_id=f'welcome:{candidate}',
-                expires_at=moment + welcome.valid_for,
-                memo='welcome credits',
-            )
-        try:
-            ledger.open_account(
-                candidate, welcome=grant, extra_items=[devices.claim_item(device_id, candidate, moment.isoformat())]
-            )
-            account_id = candidate
-        except ExtraItemConditionFailed:
-            account_id = devices.account_of(device_id)
-            if account_id is None:  # pragma: no cover - the mapping that failed the condition exists
-                raise
-    token = issue_token(account_id, key=token_key, ttl_seconds=token_ttl_seconds, now=now().timestamp())
-    return DeviceSession(account_id=account_id, token=token, expires_in=token_ttl_seconds)
+    device = devices.find(device_id)
+    if device is not None:
+        if device.secret_hash is None:
+            # A device from before device secrets: it adopts one now (trust on first use, once).
+            secret = new_device_secret()
+            if devices.adopt_secret(device_id, secret):
+                return DeviceSignIn(device.account_id, secret)
+            device = devices.find(device_id)
+        if device is None or not device.accepts(device_secret):
+            raise InvalidDeviceSecret('This device id is taken; sign in with its device_secret.')
+        return DeviceSignIn(device.account_id, None)
+
+    candidate, secret, moment = make_account_id(), new_device_secret(), now()
+    claims = devices.claim_items(device_id, candidate, moment.isoformat(), secret)
+    try:
+        open_new_account(
+            candidate, claims, ledger=ledger, source_ip=source_ip, limits=limits, welcome=welcome, moment=moment
+        )
+    except ClaimTaken:  # another sign-in of this device id won the race
+        raise InvalidDeviceSecret('This device id is taken; sign in with its device_secret.') from None
+    return DeviceSignIn(candidate, secret)
+
+
+class ClaimTaken(Exception):
+    """The device or identity a new account was to claim belongs to another account by now."""
+
+
+def open_new_account(
+    account_id: str,
+    claims: list[dict[str, Any]],
+    *,
+    ledger: Ledger,
+    source_ip: str,
+    limits: SignUpLimits,
+    welcome: WelcomeGrant,
+    moment: datetime,
+) -> None:
+    """Open ``account_id`` with its welcome credits, the ``claims`` (whose first item's condition is "not
+    taken yet") and the sign-up counters, in one transaction: all of it, or nothing.
+
+    Raises
+    ------
+    ClaimTaken
+        The claimed device or identity was taken meanwhile.
+    TooManySignUps
+        A sign-up limit is reached (``retry_after_seconds`` in details).
+    """
+    grant = None
+    if welcome.credits > 0:
+        grant = GrantSpec(
+            amount=welcome.credits,
+            kind=LotKind.PROMO,
+            business_id=f'welcome:{account_id}',
+            expires_at=moment + welcome.valid_for,
+            memo='welcome credits',
+        )
+    table = claims[0]['Put']['TableName']
+    counters = sign_up_counters(table, source_ip, limits, moment)
+    try:
+        ledger.open_account(account_id, welcome=grant, extra_items=[*claims, *(item for item, _ in counters)])
+    except ExtraItemConditionFailed as failed:
+        if failed.index < len(claims):
+            raise ClaimTaken from None
+        raise TooManySignUps(
+            'Too many new accounts from here right now; try again later.',
+            details={'retry_after_seconds': counters[failed.index - len(claims)][1]},
+        ) from None
+
+
+def sign_up_counters(
+    table: str, source_ip: str, limits: SignUpLimits, moment: datetime
+) -> list[tuple[dict[str, Any], int]]:
+    """The counter updates a new account adds (per address per hour, global per minute), each with the
+    seconds until its window ends (the ``Retry-After`` when it is full)."""
+    epoch = int(moment.timestamp())
+    address = hashlib.sha256(source_ip.encode('utf-8')).hexdigest()[:32]
+    hour, minute = epoch - epoch % 3600, epoch - epoch % 60
+    return [
+        (
+            _counter(table, f'RATE#signup#address#{address}', str(hour), limits.per_address_per_hour, hour + 3600),
+            hour + 3600 - epoch,
+        ),
+        (_counter(table, 'RATE#signup#all', str(minute), limits.per_minute, minute + 60), minute + 60 - epoch),
+    ]
+
+
+def _counter(table: str, pk: str, sk: str, limit: int, window_end: int) -> dict[str, Any]:
+    return {
+        'Update': {
+            'TableName': table,
+            'Key': {'pk': {'S': pk}, 'sk': {'S': sk}},
+            'UpdateExpression': 'SET #ttl = :ttl ADD #n :one',
+            'ConditionExpression': 'attribute_not_exists(#n) OR #n < :limit',
+            'ExpressionAttributeNames': {'#n': 'n', '#ttl': 'ttl'},
+            'ExpressionAttributeValues': {
+                ':one': {'N': '1'},
+                ':limit': {'N': str(limit)},
+                ':ttl': {'N': str(window_end + 3600)},
+            },
+        }
+    }
 
 
 @dataclass(frozen=True)
