@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from functools import cache
+from functools import cache, lru_cache
 
 from atelier.aws import client
 from atelier.config import AUTH_TOKEN_SECRET, get_settings
@@ -25,11 +25,16 @@ from atelier.identity.tokens import Keyring
 from atelier.ledger import DynamoDBLedgerStore, Ledger
 
 
-@cache
 def keyring() -> Keyring:
-    """The access-token keys (the secret ``auth-token-secret``); a weak secret is refused outside ``local``."""
+    """The access-token keys (the secret ``auth-token-secret``, re-read every few minutes, so a rotation reaches
+    every execution environment); a weak secret is refused outside ``local``."""
     settings = get_settings()
-    return Keyring.parse(settings.secret(AUTH_TOKEN_SECRET), stage=settings.stage)
+    return _keyring(settings.secret(AUTH_TOKEN_SECRET), settings.stage)
+
+
+@lru_cache(maxsize=4)
+def _keyring(value: str, stage: str) -> Keyring:
+    return Keyring.parse(value, stage=stage)
 
 
 def derived_key(purpose: str) -> bytes:
@@ -85,5 +90,5 @@ def api_keys() -> ApiKeys:
 
 def reset() -> None:
     """Forget every adapter built here (tests that change settings between cases)."""
-    for built in (keyring, ledger, devices, sessions, identities, oidc_verifier, api_keys):
+    for built in (_keyring, ledger, devices, sessions, identities, oidc_verifier, api_keys):
         built.cache_clear()

@@ -198,7 +198,9 @@ class ApiKeys:
         if not _KEY.fullmatch(key):
             raise InvalidApiKey('The API key is not valid.')
         item = self._client.get_item(
-            TableName=self._table, Key={'pk': _s(f'APIKEY#{key_digest(key)}'), 'sk': _s('APIKEY')}
+            TableName=self._table,
+            Key={'pk': _s(f'APIKEY#{key_digest(key)}'), 'sk': _s('APIKEY')},
+            ConsistentRead=True,  # a revoked key stops at once
         ).get('Item')
         if item is None or 'revoked_at' in item:
             raise InvalidApiKey('The API key is not valid.')
