@@ -11,11 +11,12 @@ CODE := functions layers/core infra tests
 CHECKOV_VERSION := 3.3.30
 CHECKOV_VENV ?= .venv-checkov
 
-.PHONY: help deps dev test unit integration e2e lint format typecheck cfn-lint checkov openapi layer-reqs bench build deploy clean
+.PHONY: help deps dev test test-long unit integration e2e lint format typecheck cfn-lint checkov openapi layer-reqs bench build deploy clean
 
 help:
 	@echo "make dev          serve the API offline on 127.0.0.1:$(PORT) (template on moto, full async lifecycle)"
 	@echo "make test         lint, type-check, cfn-lint, checkov, then every test suite"
+	@echo "make test-long    the model-based tests (ledger, payments) with 1,000+ sequences per model and backend"
 	@echo "make bench        cold-start, ledger and lifecycle benchmarks"
 	@echo "make openapi      regenerate layers/core/atelier/api/openapi.json"
 	@echo "make build        sam build;  make deploy STAGE=dev|prod   sam deploy --config-env STAGE"
@@ -76,6 +77,13 @@ test: lint typecheck cfn-lint checkov
 	$(PY) -m pytest tests/unit -q
 	$(PY) -m pytest tests/integration tests/contract -v -n $(PYTEST_WORKERS) --durations=10
 	$(PY) -m pytest tests/e2e -v --durations=10
+
+# The model-based tests, long: at least 1,000 sequences per model (ledger, payments) and backend (moto, DynamoDB
+# Local) instead of make test's short run; ATELIER_TEST_PROFILE picks the profile (tests/hypothesis_profiles.py).
+MODEL_TESTS := tests/integration/ledger/test_ledger_model.py tests/integration/payments/test_payments_model.py
+
+test-long: deps
+	ATELIER_TEST_PROFILE=long $(PY) -m pytest $(MODEL_TESTS) -v -n $(PYTEST_WORKERS) --durations=10
 
 # ---------------------------------------------------------------- generated files
 openapi: deps

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -35,6 +34,7 @@ from atelier.ledger import (
     Ledger,
     LotKind,
 )
+from tests.hypothesis_profiles import model_settings
 from tests.integration.ledger.conftest import Backend, FakeClock
 from tests.integration.ledger.test_ledger_crash import Crash, crash_after_commit
 
@@ -354,12 +354,5 @@ def test_ledger_matches_its_model(ledger_backend: Backend) -> None:
     # Given a fresh table per example and an independent model
     # When Hypothesis drives random sequences of operations
     # Then after every step the store agrees with the model and the books balance
-    run_state_machine_as_test(
-        ledger_machine(ledger_backend),
-        settings=settings(
-            max_examples=20,
-            stateful_step_count=30,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-        ),
-    )
+    # (20 sequences of 30 steps in make test, 1,000 in make test-long: tests/hypothesis_profiles.py)
+    run_state_machine_as_test(ledger_machine(ledger_backend), settings=model_settings(examples=20, steps=30))
