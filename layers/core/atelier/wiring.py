@@ -16,6 +16,14 @@ from functools import cache
 
 from atelier.aws import client
 from atelier.config import AUTH_TOKEN_SECRET, get_settings
+from atelier.identity.claims import AccountClaims
+from atelier.identity.deletion import (
+    AccountPurge,
+    ApiKeyRevoker,
+    DeletionMarks,
+    NoApiKeys,
+    SqsDeletionQueue,
+)
 from atelier.identity.devices import DeviceDirectory
 from atelier.identity.identities import IdentityDirectory
 from atelier.identity.oidc import OidcVerifier, parse_providers
@@ -77,7 +85,53 @@ def oidc_verifier() -> OidcVerifier:
     return OidcVerifier(parse_providers(settings.oidc_providers, allow_insecure_local=settings.stage == 'local'))
 
 
+@cache
+def api_keys() -> ApiKeyRevoker:
+    """Revokes an account's API keys: the hook for the API key store (issue 10), which has none yet."""
+    return NoApiKeys()
+
+
+@cache
+def deletion_marks() -> DeletionMarks:
+    return DeletionMarks(get_settings().ledger_table, client('dynamodb'))
+
+
+@cache
+def deletion_queue() -> SqsDeletionQueue:
+    return SqsDeletionQueue(get_settings().account_deletion_queue_url)
+
+
+@cache
+def account_purge() -> AccountPurge:
+    """The account deletion's purge on the real adapters (tasks, S3, the ledger and events tables)."""
+    from atelier.payments.store import PaymentsTable
+    from atelier.tasks.wiring import media, task_service
+
+    settings = get_settings()
+    return AccountPurge(
+        marks=deletion_marks(),
+        queue=deletion_queue(),
+        sessions=sessions(),
+        api_keys=api_keys(),
+        tasks=task_service(),
+        media=media(),
+        claims=AccountClaims(settings.ledger_table, client('dynamodb')),
+        payments=PaymentsTable(settings.events_table, client('dynamodb')),
+    )
+
+
 def reset() -> None:
     """Forget every adapter built here (tests that change settings between cases)."""
-    for built in (keyring, ledger, devices, sessions, identities, oidc_verifier):
+    for built in (
+        keyring,
+        ledger,
+        devices,
+        sessions,
+        identities,
+        oidc_verifier,
+        api_keys,
+        deletion_marks,
+        deletion_queue,
+        account_purge,
+    ):
         built.cache_clear()

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from atelier.errors import Conflict
 from atelier.identity.tokens import Claims, InvalidToken, Keyring, issue_token, verify_token
 
 #: The ledger table's TTL attribute (sessions, rate-limit windows: items that may vanish).
@@ -47,6 +48,12 @@ class SessionRevoked(InvalidToken):
 
 class RefreshTokenReused(InvalidToken):
     code = 'refresh_token_reused'
+
+
+class AccountDeleted(Conflict):
+    """A sign-in reached an account that is deleted (its device or identity is not released yet)."""
+
+    code = 'account_deleted'
 
 
 @dataclass(frozen=True)
@@ -98,25 +105,59 @@ class SessionStore:
 
     # ---------------------------------------------------------------- sign-in
     def open(self, account_id: str) -> NewSession:
-        """A new session of ``account_id`` and its first refresh token."""
+        """A new session of ``account_id`` and its first refresh token.
+
+        Written together with a check that the account is not deleted (``deleted_at`` on its account item), in
+        one transaction: a sign-in that raced an account deletion either opened its session before the
+        deletion's mark (and the deletion revokes it) or opens none.
+
+        Raises
+        ------
+        AccountDeleted
+            The account is deleted (or being deleted).
+        """
         session_id = f'ses_{secrets.token_hex(10)}'
         secret = secrets.token_urlsafe(32)
         now = self._clock()
-        self._client.put_item(
-            TableName=self._table,
-            Item={
-                **session_key(account_id, session_id),
-                'type': _s('session'),
-                'account_id': _s(account_id),
-                'refresh_hash': _s(_hash(secret)),
-                'previous': {'L': []},
-                'generation': _n(0),
-                'created_at': _s(now.isoformat()),
-                'refreshed_at': _s(now.isoformat()),
-                TTL: _n(int(now.timestamp()) + self._refresh_ttl),
-            },
-            ConditionExpression='attribute_not_exists(pk)',
-        )
+        session = {
+            **session_key(account_id, session_id),
+            'type': _s('session'),
+            'account_id': _s(account_id),
+            'refresh_hash': _s(_hash(secret)),
+            'previous': {'L': []},
+            'generation': _n(0),
+            'created_at': _s(now.isoformat()),
+            'refreshed_at': _s(now.isoformat()),
+            TTL: _n(int(now.timestamp()) + self._refresh_ttl),
+        }
+        try:
+            self._client.transact_write_items(
+                TransactItems=[
+                    {
+                        'Put': {
+                            'TableName': self._table,
+                            'Item': session,
+                            'ConditionExpression': 'attribute_not_exists(pk)',
+                        }
+                    },
+                    {
+                        'ConditionCheck': {
+                            'TableName': self._table,
+                            'Key': {'pk': _s(f'ACCT#{account_id}'), 'sk': _s('ACCOUNT')},
+                            'ConditionExpression': 'attribute_not_exists(deleted_at)',
+                        }
+                    },
+                ]
+            )
+        except self._client.exceptions.TransactionCanceledException as exc:
+            reasons = exc.response.get('CancellationReasons') or []
+            if len(reasons) > 1 and reasons[1].get('Code') == 'ConditionalCheckFailed':
+                raise AccountDeleted(
+                    'This account was deleted. Its devices and identities are released within moments; sign in '
+                    'again to start a new account.',
+                    details={'retry_after_seconds': 5},
+                ) from None
+            raise
         return NewSession(account_id, session_id, _token(account_id, session_id, secret))
 
     # ---------------------------------------------------------------- use
