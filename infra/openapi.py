@@ -18,16 +18,24 @@ OPENAPI_PATH = ROOT / 'layers' / 'core' / 'atelier' / 'api' / 'openapi.json'
 DESCRIPTION = (
     'Atelier: sign in a device, buy credits, run AI generation tasks. JSON everywhere; errors are '
     '`{"error": {"code", "message", "request_id"}}`. Authenticate with `Authorization: Bearer <access_token>` '
-    'from a sign-in (`POST /v1/auth/device`); renew it with its refresh token (`POST /v1/auth/refresh`).'
+    'from a sign-in (`POST /v1/auth/device`, `POST /v1/auth/oidc`); renew it with its refresh token '
+    '(`POST /v1/auth/refresh`). Servers may use `X-API-Key` on the routes that list it, within its scopes.'
 )
 
 
 def build() -> dict[str, Any]:
     from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
-    from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
+    from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
 
     mount_code()
-    security_schemes = {'bearer': HTTPBearer(scheme='bearer', bearerFormat='JWT')}
+    security_schemes = {
+        'bearer': HTTPBearer(scheme='bearer', bearerFormat='JWT'),
+        'apiKey': APIKey(
+            **{'in': APIKeyIn.header},
+            name='X-API-Key',
+            description='A server-side key with scopes (created by ops); accepted where a route lists it.',
+        ),
+    }
     merge = OpenAPIMerge(
         title='Atelier API',
         version='1.0.0',

@@ -5,22 +5,22 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from atelier.api import create_resolver, resolve
-from atelier.api.auth import authenticated_account
+from atelier.api.auth import models_read
 from atelier.catalog.models import ModelList, ModelView
 from atelier.observability import logger
 from atelier.tasks import Estimate, EstimateRequest
 from atelier.tasks.wiring import task_service
 
 app = create_resolver()
-Account = Annotated[str, Depends(authenticated_account)]
+Account = Annotated[str, Depends(models_read)]  # bearer, or an API key with models:read
 
 
-@app.get('/v1/models', tags=['catalog'], security=[{'bearer': []}])
+@app.get('/v1/models', tags=['catalog'], security=[{'bearer': []}, {'apiKey': []}])
 def handle_list_models(account_id: Account) -> ModelList:
     return ModelList(items=[ModelView.of(model) for model in task_service().catalog])
 
 
-@app.post('/v1/estimates', tags=['catalog'], security=[{'bearer': []}])
+@app.post('/v1/estimates', tags=['catalog'], security=[{'bearer': []}, {'apiKey': []}])
 def handle_estimate(account_id: Account, body: EstimateRequest) -> Estimate:
     return task_service().estimate(body.model, body.input)
 

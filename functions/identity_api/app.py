@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from atelier.api import create_resolver, resolve
-from atelier.api.auth import authenticated_account, authenticated_session
+from atelier.api.auth import account_read, authenticated_account, authenticated_session
 from atelier.config import get_settings
 from atelier.identity.deletion import request_deletion
 from atelier.identity.identities import sign_in_identity
@@ -189,8 +189,8 @@ def handle_logout(
     return LogoutOut(revoked_sessions=sessions().end(claims, everywhere=everywhere))
 
 
-@app.get('/v1/me', tags=['identity'], security=[{'bearer': []}])
-def handle_get_me(account_id: Annotated[str, Depends(authenticated_account)]) -> MeOut:
+@app.get('/v1/me', tags=['identity'], security=[{'bearer': []}, {'apiKey': []}])
+def handle_get_me(account_id: Annotated[str, Depends(account_read)]) -> MeOut:
     profile = get_profile(account_id, ledger=ledger())
     account = profile.account
     return MeOut(

@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from atelier.api import create_resolver, resolve
-from atelier.api.auth import authenticated_account
+from atelier.api.auth import ledger_read
 from atelier.observability import logger
 from atelier.wiring import ledger
 
@@ -31,9 +31,9 @@ class LedgerPage(BaseModel):
     next_cursor: str | None
 
 
-@app.get('/v1/ledger', tags=['credits'], security=[{'bearer': []}])
+@app.get('/v1/ledger', tags=['credits'], security=[{'bearer': []}, {'apiKey': []}])
 def handle_list_ledger(
-    account_id: Annotated[str, Depends(authenticated_account)],
+    account_id: Annotated[str, Depends(ledger_read)],
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> LedgerPage:

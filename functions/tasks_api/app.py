@@ -6,19 +6,20 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from atelier.api import create_resolver, resolve
-from atelier.api.auth import authenticated_account
+from atelier.api.auth import tasks_read, tasks_write
 from atelier.observability import logger
 from atelier.tasks import CreateTaskRequest, TaskPage, TaskStatus, TaskView
 from atelier.tasks.wiring import task_service
 
 app = create_resolver()
-Account = Annotated[str, Depends(authenticated_account)]
+Writer = Annotated[str, Depends(tasks_write)]  # bearer, or an API key with tasks:write
+Reader = Annotated[str, Depends(tasks_read)]  # bearer, or an API key with tasks:read
 TaskId = Annotated[str, Path(min_length=1, max_length=128)]
 
 
-@app.post('/v1/tasks', tags=['tasks'], security=[{'bearer': []}])
+@app.post('/v1/tasks', tags=['tasks'], security=[{'bearer': []}, {'apiKey': []}])
 def handle_create_task(
-    account_id: Account,
+    account_id: Writer,
     body: CreateTaskRequest,
     idempotency_key: Annotated[str | None, Header(alias='idempotency-key', max_length=1000)] = None,
 ) -> Response[TaskView]:
@@ -30,9 +31,9 @@ def handle_create_task(
     )
 
 
-@app.get('/v1/tasks', tags=['tasks'], security=[{'bearer': []}])
+@app.get('/v1/tasks', tags=['tasks'], security=[{'bearer': []}, {'apiKey': []}])
 def handle_list_tasks(
-    account_id: Account,
+    account_id: Reader,
     status: Annotated[TaskStatus | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
@@ -40,13 +41,13 @@ def handle_list_tasks(
     return task_service().list(account_id, limit=limit, status=status, cursor=cursor)
 
 
-@app.get('/v1/tasks/<task_id>', tags=['tasks'], security=[{'bearer': []}])
-def handle_get_task(account_id: Account, task_id: TaskId) -> TaskView:
+@app.get('/v1/tasks/<task_id>', tags=['tasks'], security=[{'bearer': []}, {'apiKey': []}])
+def handle_get_task(account_id: Reader, task_id: TaskId) -> TaskView:
     return task_service().get(account_id, task_id)
 
 
-@app.post('/v1/tasks/<task_id>/cancel', tags=['tasks'], security=[{'bearer': []}])
-def handle_cancel_task(account_id: Account, task_id: TaskId) -> Response[TaskView]:
+@app.post('/v1/tasks/<task_id>/cancel', tags=['tasks'], security=[{'bearer': []}, {'apiKey': []}])
+def handle_cancel_task(account_id: Writer, task_id: TaskId) -> Response[TaskView]:
     task = task_service().cancel(account_id, task_id)
     return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=task.model_dump(mode='json'))
 

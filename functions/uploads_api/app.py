@@ -5,7 +5,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from atelier.api import create_resolver, resolve
-from atelier.api.auth import authenticated_account
+from atelier.api.auth import uploads_write
 from atelier.observability import logger
 from atelier.storage.uploads import Upload, UploadRequest, create_upload
 from atelier.tasks.wiring import media
@@ -13,8 +13,8 @@ from atelier.tasks.wiring import media
 app = create_resolver()
 
 
-@app.post('/v1/uploads', tags=['uploads'], security=[{'bearer': []}])
-def handle_create_upload(account_id: Annotated[str, Depends(authenticated_account)], body: UploadRequest) -> Upload:
+@app.post('/v1/uploads', tags=['uploads'], security=[{'bearer': []}, {'apiKey': []}])
+def handle_create_upload(account_id: Annotated[str, Depends(uploads_write)], body: UploadRequest) -> Upload:
     return create_upload(account_id, body, media())
 
 

@@ -27,6 +27,7 @@ def _clear_caches() -> None:
     import atelier.wiring
 
     atelier.config.get_settings.cache_clear()
+    atelier.config.clear_secrets()
     atelier.aws.client.cache_clear()
     atelier.wiring.reset()
     atelier.payments.service.payments_service.cache_clear()

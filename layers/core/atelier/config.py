@@ -8,6 +8,7 @@ are fetched on first use, then cached for the life of the execution environment.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 from functools import cache
@@ -75,8 +76,15 @@ class Settings(BaseModel):
         return cls.model_validate(dict(os.environ if environ is None else environ))
 
     def secret(self, name: str) -> str:
-        """The decrypted value of secret ``name`` (cached per execution environment)."""
-        return _fetch_secret(self.secrets_prefix + name)
+        """The decrypted value of secret ``name``, cached for ``SECRET_MAX_AGE_SECONDS`` per execution
+        environment (so a changed secret, e.g. a rotated token key, is in use everywhere within that time)."""
+        parameter_name = self.secrets_prefix + name
+        cached = _secrets.get(parameter_name)
+        now = time.monotonic()
+        if cached is None or now - cached[1] >= SECRET_MAX_AGE_SECONDS:
+            cached = (_fetch_secret(parameter_name), now)
+            _secrets[parameter_name] = cached
+        return cached[0]
 
 
 @cache
@@ -85,7 +93,16 @@ def get_settings() -> Settings:
     return Settings.from_env()
 
 
-@cache
+#: How long a fetched secret is used before it is read again.
+SECRET_MAX_AGE_SECONDS = 300.0
+_secrets: dict[str, tuple[str, float]] = {}
+
+
+def clear_secrets() -> None:
+    """Forget every fetched secret (tests)."""
+    _secrets.clear()
+
+
 def _fetch_secret(parameter_name: str) -> str:
     from atelier.aws import client
 

@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from functools import cache
+from functools import cache, lru_cache
 
 from atelier.aws import client
 from atelier.config import AUTH_TOKEN_SECRET, get_settings
+from atelier.identity.api_keys import ApiKeys
 from atelier.identity.claims import AccountClaims
-from atelier.identity.deletion import (
-    AccountPurge,
-    ApiKeyRevoker,
-    DeletionMarks,
-    NoApiKeys,
-    SqsDeletionQueue,
-)
+from atelier.identity.deletion import AccountPurge, DeletionMarks, SqsDeletionQueue
 from atelier.identity.devices import DeviceDirectory
 from atelier.identity.identities import IdentityDirectory
 from atelier.identity.oidc import OidcVerifier, parse_providers
@@ -32,11 +27,16 @@ from atelier.identity.tokens import Keyring
 from atelier.ledger import DynamoDBLedgerStore, Ledger
 
 
-@cache
 def keyring() -> Keyring:
-    """The access-token keys (the secret ``auth-token-secret``); a weak secret is refused outside ``local``."""
+    """The access-token keys (the secret ``auth-token-secret``, re-read every few minutes, so a rotation reaches
+    every execution environment); a weak secret is refused outside ``local``."""
     settings = get_settings()
-    return Keyring.parse(settings.secret(AUTH_TOKEN_SECRET), stage=settings.stage)
+    return _keyring(settings.secret(AUTH_TOKEN_SECRET), settings.stage)
+
+
+@lru_cache(maxsize=4)
+def _keyring(value: str, stage: str) -> Keyring:
+    return Keyring.parse(value, stage=stage)
 
 
 def derived_key(purpose: str) -> bytes:
@@ -86,9 +86,8 @@ def oidc_verifier() -> OidcVerifier:
 
 
 @cache
-def api_keys() -> ApiKeyRevoker:
-    """Revokes an account's API keys: the hook for the API key store (issue 10), which has none yet."""
-    return NoApiKeys()
+def api_keys() -> ApiKeys:
+    return ApiKeys(get_settings().ledger_table, client('dynamodb'))
 
 
 @cache
@@ -123,7 +122,7 @@ def account_purge() -> AccountPurge:
 def reset() -> None:
     """Forget every adapter built here (tests that change settings between cases)."""
     for built in (
-        keyring,
+        _keyring,
         ledger,
         devices,
         sessions,

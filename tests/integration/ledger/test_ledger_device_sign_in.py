@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from atelier.identity.devices import DeviceDirectory, device_key
+from atelier.identity.devices import DeviceDirectory, device_digest, device_key
 from atelier.identity.service import (
     DeviceSignIn,
     InvalidDeviceSecret,
@@ -120,8 +120,15 @@ def test_a_device_from_before_device_secrets_adopts_one_once(ledger_backend: Bac
         TableName=table, Key=device_key('device-legacy-00001'), UpdateExpression='REMOVE secret_hash'
     )
     # When it signs in without a secret, it gets one; a second secret-less sign-in is refused
+    ledger_backend.client.delete_item(
+        TableName=table,
+        Key={'pk': {'S': f'ACCT#{first.account_id}'}, 'sk': {'S': f'DEVICE#{device_digest("device-legacy-00001")}'}},
+    )
     adopted = sign_in(ledger_backend, table, 'device-legacy-00001', WelcomeGrant(0), clock)
     assert adopted.account_id == first.account_id and adopted.device_secret
+    # (and it is listed under its account now, as devices signed up later are)
+    listing = {'pk': {'S': f'ACCT#{first.account_id}'}, 'sk': {'S': f'DEVICE#{device_digest("device-legacy-00001")}'}}
+    assert 'Item' in ledger_backend.client.get_item(TableName=table, Key=listing)
     with pytest.raises(InvalidDeviceSecret):
         sign_in(ledger_backend, table, 'device-legacy-00001', WelcomeGrant(0), clock)
 
@@ -164,9 +171,37 @@ def test_new_accounts_per_address_are_limited_and_refused_sign_ups_create_nothin
     assert new(9, '198.51.100.7').account_id
 
 
+def test_an_ipv6_client_is_limited_by_its_slash_64(ledger_backend: Backend):
+    table, clock = ledger_backend.new_table(), FakeClock()
+    limits = SignUpLimits(per_address_per_hour=2, per_minute=100)
+    for n in range(2):
+        sign_in(
+            ledger_backend,
+            table,
+            f'device-v6-{n:08}',
+            WelcomeGrant(0),
+            clock,
+            source_ip=f'2001:db8:1:2::{n + 1:x}',
+            limits=limits,
+        )
+    with pytest.raises(TooManySignUps):
+        sign_in(
+            ledger_backend,
+            table,
+            'device-v6-99999999',
+            WelcomeGrant(0),
+            clock,
+            source_ip='2001:db8:1:2:ffff:ffff:ffff:1',
+            limits=limits,
+        )
+    assert sign_in(
+        ledger_backend, table, 'device-v6-88888888', WelcomeGrant(0), clock, source_ip='2001:db8:1:3::1', limits=limits
+    ).account_id
+
+
 def test_the_global_limit_counts_every_address(ledger_backend: Backend):
     table, clock = ledger_backend.new_table(), FakeClock()
-    limits = SignUpLimits(per_address_per_hour=100, per_minute=2)
+    limits = SignUpLimits(per_address_per_hour=100, per_minute=2, shards=1)
     for n in range(2):
         sign_in(
             ledger_backend,

@@ -56,7 +56,7 @@ def clear_caches() -> None:
     import atelier.wiring
 
     atelier.config.get_settings.cache_clear()
-    atelier.config._fetch_secret.cache_clear()
+    atelier.config.clear_secrets()
     atelier.aws.client.cache_clear()
     atelier.wiring.reset()
     atelier.payments.service.payments_service.cache_clear()

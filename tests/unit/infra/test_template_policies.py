@@ -24,6 +24,7 @@ EXPECTED_SECRETS: dict[str, frozenset[str]] = {
     'LedgerApiFunction': frozenset({'auth-token-secret'}),
     'ExpireCreditsFunction': frozenset(),
     'AdjustCreditsFunction': frozenset(),
+    'ManageApiKeysFunction': frozenset(),
     'ReconcileLedgerFunction': frozenset(),
     'DispatchTaskFunction': frozenset(),
     # Cog: the webhook URL token is built on submit and on every poll (a PUT); Replicate: the API token.

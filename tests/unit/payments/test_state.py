@@ -112,9 +112,8 @@ def test_a_grant_the_ledger_refused_as_expired_takes_nothing_back_and_gives_noth
     state = PaymentState(key='rc:t2').with_grant(SUB)
     state = store_refund(True, 5)(state)
     assert [op.op for op in state.pending] == ['grant', 'claw_back']
-    # When the ledger refused the grant (its period was over) and so the claw-back was skipped too
-    ids = {op.business_id for op in state.pending}
-    state = state.with_carried_out(set(), ids)
+    # When the ledger refused the grant (its period was over), so the executor stopped there
+    state = state.with_carried_out(set(), SUB.business_id)
     # Then the payment granted nothing: nothing is queued, nothing counts as taken, later news books nothing
     assert (state.pending, state.clawed, state.grant_skipped) == ([], 0, True)
     state = store_refund(False, 6)(store_refund(True, 7)(state))
@@ -127,10 +126,25 @@ def test_a_give_back_the_ledger_refused_leaves_the_credits_taken():
     state = store_refund(False, 6)(state)
     [give_back] = state.pending
     assert (give_back.op, give_back.amount, give_back.source) == ('grant', 1000, 'rc:txn:t2')
-    state = state.with_carried_out(set(), {give_back.business_id})
-    assert state.clawed == 1000  # still taken
+    state = state.with_carried_out(set(), give_back.business_id)
+    assert (state.clawed, state.pending) == (1000, [])  # still taken
     state = store_refund(True, 7)(state)
     assert state.pending == []  # a refund after it takes nothing more
+    state = store_refund(False, 8)(state)
+    assert state.pending == []  # and no give-back is planned again: none can be booked
+
+
+def test_a_refund_queued_behind_a_give_back_that_is_then_refused_takes_nothing_more():
+    # Given a renewal booked and refunded (1000 taken)
+    state = store_refund(True, 5)(PaymentState(key='rc:t2').with_grant(SUB))
+    state = state.with_carried_out({op.business_id for op in state.pending})
+    # And a reversal whose give-back stayed queued (its delivery failed), then a second refund after the period
+    state = store_refund(True, 7)(store_refund(False, 6)(state))
+    assert [(op.op, op.amount) for op in state.pending] == [('grant', 1000), ('claw_back', 1000)]
+    # When the executor finds the give-back refused (the period is over) and stops there
+    state = state.with_carried_out(set(), state.pending[0].business_id)
+    # Then the claw-back planned on it is gone: the payment took 1000 once, and nothing more is queued
+    assert (state.clawed, state.pending, state.give_backs_expired) == (1000, [], True)
 
 
 def test_the_newest_store_refund_report_decides_in_any_order():

@@ -99,16 +99,30 @@ class DeviceDirectory:
             },
         ]
 
-    def adopt_secret(self, device_id: str, secret: str) -> bool:
-        """Give a device from before device secrets its secret; False if it has one already (a race lost)."""
+    def adopt_secret(self, device_id: str, account_id: str, secret: str) -> bool:
+        """Give a device from before device secrets its secret (and its account-side listing item, which such
+        devices lack); False if it has a secret already (a race lost)."""
+        update = {
+            'Update': {
+                'TableName': self._table,
+                'Key': device_key(device_id),
+                'UpdateExpression': 'SET secret_hash = :hash',
+                'ConditionExpression': 'attribute_exists(pk) AND attribute_not_exists(secret_hash)',
+                'ExpressionAttributeValues': {':hash': {'S': secret_digest(secret)}},
+            }
+        }
+        listing = {
+            'Put': {
+                'TableName': self._table,
+                'Item': {
+                    'pk': {'S': f'ACCT#{account_id}'},
+                    'sk': {'S': f'DEVICE#{device_digest(device_id)}'},
+                    'type': {'S': 'account_device'},
+                },
+            }
+        }
         try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=device_key(device_id),
-                UpdateExpression='SET secret_hash = :hash',
-                ConditionExpression='attribute_exists(pk) AND attribute_not_exists(secret_hash)',
-                ExpressionAttributeValues={':hash': {'S': secret_digest(secret)}},
-            )
-        except self._client.exceptions.ConditionalCheckFailedException:
+            self._client.transact_write_items(TransactItems=[update, listing])
+        except self._client.exceptions.TransactionCanceledException:
             return False
         return True

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from atelier.errors import Conflict
+from atelier.errors import Conflict, DomainError, ErrorKind
 from atelier.identity.claims import ClaimKind, was_welcomed
 from atelier.identity.service import ClaimTaken, SignUpLimits, WelcomeGrant, new_account_id, open_new_account
 
@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 
 class IdentityAlreadyLinked(Conflict):
     code = 'identity_already_linked'
+
+
+class IdentityBusy(DomainError):
+    kind = ErrorKind.UNAVAILABLE
+    code = 'identity_busy'
 
 
 def identity_digest(identity: VerifiedIdentity) -> str:
@@ -103,8 +108,8 @@ class IdentityDirectory:
             self._client.transact_write_items(TransactItems=self.claim_items(identity, account_id, now_iso))
         except self._client.exceptions.TransactionCanceledException:
             owner = self.account_of(identity)
-            if owner is None:
-                raise  # cancelled for another reason (a conflict): the caller may retry
+            if owner is None:  # cancelled for another reason (a concurrent transaction): the caller may retry
+                raise IdentityBusy('The identity is being signed in elsewhere right now; retry.') from None
             if owner != account_id:
                 raise IdentityAlreadyLinked(
                     'This identity already belongs to another account; sign in with it instead.'

@@ -15,6 +15,7 @@ verified against Apple's / Google's servers), and could lift the per-address lim
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +61,9 @@ class SignUpLimits:
 
     per_address_per_hour: int = 20
     per_minute: int = 600
+    #: The global count is spread over this many items (one hot item would make concurrent sign-ups conflict);
+    #: each allows ``per_minute / shards`` (rounded up), so the global limit holds on average.
+    shards: int = 10
 
 
 def new_account_id() -> str:
@@ -100,7 +104,7 @@ def sign_in_device(
         if device.secret_hash is None:
             # A device from before device secrets: it adopts one now (trust on first use, once).
             secret = new_device_secret()
-            if devices.adopt_secret(device_id, secret):
+            if devices.adopt_secret(device_id, device.account_id, secret):
                 return DeviceSignIn(device.account_id, secret)
             device = devices.find(device_id)
         if device is None or not device.accepts(device_secret):
@@ -172,15 +176,28 @@ def sign_up_counters(
     """The counter updates a new account adds (per address per hour, global per minute), each with the
     seconds until its window ends (the ``Retry-After`` when it is full)."""
     epoch = int(moment.timestamp())
-    address = hashlib.sha256(source_ip.encode('utf-8')).hexdigest()[:32]
+    address = hashlib.sha256(_network_of(source_ip).encode('utf-8')).hexdigest()[:32]
     hour, minute = epoch - epoch % 3600, epoch - epoch % 60
+    shard = secrets.randbelow(limits.shards)
+    per_shard = -(-limits.per_minute // limits.shards)
     return [
         (
             _counter(table, f'RATE#signup#address#{address}', str(hour), limits.per_address_per_hour, hour + 3600),
             hour + 3600 - epoch,
         ),
-        (_counter(table, 'RATE#signup#all', str(minute), limits.per_minute, minute + 60), minute + 60 - epoch),
+        (_counter(table, f'RATE#signup#all#{shard}', str(minute), per_shard, minute + 60), minute + 60 - epoch),
     ]
+
+
+def _network_of(source_ip: str) -> str:
+    """What one client controls: its IPv4 address, or its IPv6 /64 (a host gets a whole /64)."""
+    try:
+        address = ipaddress.ip_address(source_ip)
+    except ValueError:
+        return source_ip
+    if address.version == 6:
+        return str(ipaddress.ip_network(f'{address}/64', strict=False))
+    return str(address)
 
 
 def _counter(table: str, pk: str, sk: str, limit: int, window_end: int) -> dict[str, Any]:

@@ -6,15 +6,19 @@ ledger's own reads all select their item kinds by sort-key prefix)::
 
     pk = ACCT#{account_id}   sk = SESSION#{session_id}
     refresh_hash   SHA-256 of the current refresh secret (the secret itself is never stored)
-    previous       SHA-256 of the last ``REMEMBERED`` rotated secrets (reuse detection)
     generation     how many times the refresh token rotated
     created_at, refreshed_at, revoked_at?, revoked_reason?
     ttl            epoch seconds: refresh tokens die unused after ``refresh_ttl_seconds`` (DynamoDB TTL removes
                    the item some time later; reads treat it as gone at once)
 
+    pk = ACCT#{account_id}   sk = ROTATED#{session_id}#{sha256(secret)}   ttl (the session's)
+
+One small ``ROTATED#`` item per rotated refresh token (written in the rotation's transaction): a reuse is
+recognised however many rotations later, for the life of the session, at one read.
+
 A refresh token is ``rt1.{account_id}.{session_id}.{secret}``. Using it rotates it (a conditional write on
-the generation it was read at: of two concurrent refreshes with the same token one wins, the other is told
-it was already used). Presenting a *rotated* token again revokes the whole session: either the client or a
+the current hash: of two concurrent refreshes with the same token one wins, the other is told it was
+already used). Presenting a *rotated* token again revokes the whole session: either the client or a
 thief holds a copy, and the session can no longer tell which (OAuth 2.0 Security BCP, refresh token reuse
 detection). A token that was never issued is simply refused.
 """
@@ -26,18 +30,18 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from atelier.errors import Conflict
+from botocore.exceptions import ClientError
+
+from atelier.errors import Conflict, DomainError, ErrorKind
 from atelier.identity.tokens import Claims, InvalidToken, Keyring, issue_token, verify_token
 
 #: The ledger table's TTL attribute (sessions, rate-limit windows: items that may vanish).
 TTL = 'ttl'
-#: How many rotated refresh secrets a session remembers to recognise a reuse.
-REMEMBERED = 10
 _PREFIX = 'rt1'
 _ID = re.compile(r'[A-Za-z0-9_-]{1,128}')
 
@@ -54,6 +58,30 @@ class AccountDeleted(Conflict):
     """A sign-in reached an account that is deleted (its device or identity is not released yet)."""
 
     code = 'account_deleted'
+
+
+class SessionsUnavailable(DomainError):
+    """The session store failed (throttled, unreachable); retrying is safe."""
+
+    kind = ErrorKind.UNAVAILABLE
+    code = 'sessions_unavailable'
+
+
+#: Errors that are answers (a condition failed), not failures of the store.
+_DECISIONS = frozenset({'ConditionalCheckFailedException', 'TransactionCanceledException'})
+
+
+@contextlib.contextmanager
+def _store_call() -> Iterator[None]:
+    try:
+        yield
+    except ClientError as exc:
+        if exc.response.get('Error', {}).get('Code') in (
+            'ConditionalCheckFailedException',
+            'TransactionCanceledException',
+        ):
+            raise
+        raise SessionsUnavailable('Sessions are unavailable right now; retry.') from exc
 
 
 @dataclass(frozen=True)
@@ -73,6 +101,10 @@ def _s(value: str) -> dict[str, str]:
 
 def _n(value: int) -> dict[str, str]:
     return {'N': str(value)}
+
+
+def _rotated_key(account_id: str, session_id: str, secret_hash: str) -> dict[str, dict[str, str]]:
+    return {'pk': _s(f'ACCT#{account_id}'), 'sk': _s(f'ROTATED#{session_id}#{secret_hash}')}
 
 
 def session_key(account_id: str, session_id: str) -> dict[str, dict[str, str]]:
@@ -124,31 +156,31 @@ class SessionStore:
             'type': _s('session'),
             'account_id': _s(account_id),
             'refresh_hash': _s(_hash(secret)),
-            'previous': {'L': []},
             'generation': _n(0),
             'created_at': _s(now.isoformat()),
             'refreshed_at': _s(now.isoformat()),
             TTL: _n(int(now.timestamp()) + self._refresh_ttl),
         }
         try:
-            self._client.transact_write_items(
-                TransactItems=[
-                    {
-                        'Put': {
-                            'TableName': self._table,
-                            'Item': session,
-                            'ConditionExpression': 'attribute_not_exists(pk)',
-                        }
-                    },
-                    {
-                        'ConditionCheck': {
-                            'TableName': self._table,
-                            'Key': {'pk': _s(f'ACCT#{account_id}'), 'sk': _s('ACCOUNT')},
-                            'ConditionExpression': 'attribute_not_exists(deleted_at)',
-                        }
-                    },
-                ]
-            )
+            with _store_call():
+                self._client.transact_write_items(
+                    TransactItems=[
+                        {
+                            'Put': {
+                                'TableName': self._table,
+                                'Item': session,
+                                'ConditionExpression': 'attribute_not_exists(pk)',
+                            }
+                        },
+                        {
+                            'ConditionCheck': {
+                                'TableName': self._table,
+                                'Key': {'pk': _s(f'ACCT#{account_id}'), 'sk': _s('ACCOUNT')},
+                                'ConditionExpression': 'attribute_not_exists(deleted_at)',
+                            }
+                        },
+                    ]
+                )
         except self._client.exceptions.TransactionCanceledException as exc:
             reasons = exc.response.get('CancellationReasons') or []
             if len(reasons) > 1 and reasons[1].get('Code') == 'ConditionalCheckFailed':
@@ -163,7 +195,10 @@ class SessionStore:
     # ---------------------------------------------------------------- use
     def is_active(self, account_id: str, session_id: str) -> bool:
         """Whether the session exists, is not revoked and has not expired (checked on every request)."""
-        item = self._client.get_item(TableName=self._table, Key=session_key(account_id, session_id)).get('Item')
+        with _store_call():
+            item = self._client.get_item(
+                TableName=self._table, Key=session_key(account_id, session_id), ConsistentRead=True
+            ).get('Item')
         return item is not None and 'revoked_at' not in item and not self._expired(item)
 
     def rotate(self, refresh_token: str) -> NewSession:
@@ -179,6 +214,10 @@ class SessionStore:
             The token was already rotated: the session is revoked now.
         """
         account_id, session_id, secret = parse_refresh_token(refresh_token)
+        with _store_call():
+            return self._rotate(account_id, session_id, secret)
+
+    def _rotate(self, account_id: str, session_id: str, secret: str) -> NewSession:
         key = session_key(account_id, session_id)
         item = self._client.get_item(TableName=self._table, Key=key, ConsistentRead=True).get('Item')
         if item is None or self._expired(item):
@@ -188,33 +227,51 @@ class SessionStore:
             raise SessionRevoked('This session was signed out; sign in again.')
         current = item['refresh_hash']['S']
         if not hmac.compare_digest(presented, current):
-            if any(hmac.compare_digest(presented, p['S']) for p in item.get('previous', {}).get('L', [])):
+            rotated = self._client.get_item(
+                TableName=self._table, Key=_rotated_key(account_id, session_id, presented), ConsistentRead=True
+            ).get('Item')
+            if rotated is not None:
                 self._revoke(key, 'refresh_token_reused')
                 raise RefreshTokenReused('This refresh token was already used; the session is now signed out.')
             raise InvalidToken('The refresh token is not valid; sign in again.', code='invalid_refresh_token')
         new_secret = secrets.token_urlsafe(32)
         now = self._clock()
-        previous = [{'S': current}, *item.get('previous', {}).get('L', [])][:REMEMBERED]
+        expires = _n(int(now.timestamp()) + self._refresh_ttl)
         try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=key,
-                UpdateExpression=(
-                    'SET refresh_hash = :new, previous = :previous, generation = generation + :one, '
-                    'refreshed_at = :now, #ttl = :expires'
-                ),
-                ConditionExpression='refresh_hash = :current AND attribute_not_exists(revoked_at)',
-                ExpressionAttributeNames={'#ttl': TTL},
-                ExpressionAttributeValues={
-                    ':new': _s(_hash(new_secret)),
-                    ':previous': {'L': previous},
-                    ':one': _n(1),
-                    ':now': _s(now.isoformat()),
-                    ':expires': _n(int(now.timestamp()) + self._refresh_ttl),
-                    ':current': _s(current),
-                },
+            self._client.transact_write_items(
+                TransactItems=[
+                    {
+                        'Update': {
+                            'TableName': self._table,
+                            'Key': key,
+                            'UpdateExpression': (
+                                'SET refresh_hash = :new, generation = generation + :one, refreshed_at = :now, '
+                                '#ttl = :expires'
+                            ),
+                            'ConditionExpression': 'refresh_hash = :current AND attribute_not_exists(revoked_at)',
+                            'ExpressionAttributeNames': {'#ttl': TTL},
+                            'ExpressionAttributeValues': {
+                                ':new': _s(_hash(new_secret)),
+                                ':one': _n(1),
+                                ':now': _s(now.isoformat()),
+                                ':expires': expires,
+                                ':current': _s(current),
+                            },
+                        }
+                    },
+                    {
+                        'Put': {
+                            'TableName': self._table,
+                            'Item': {
+                                **_rotated_key(account_id, session_id, current),
+                                'type': _s('rotated_refresh_token'),
+                                TTL: expires,
+                            },
+                        }
+                    },
+                ]
             )
-        except self._client.exceptions.ConditionalCheckFailedException:
+        except self._client.exceptions.TransactionCanceledException:
             # Another request rotated (or revoked) it between our read and write: that one won, this token is spent.
             self._revoke(key, 'refresh_token_reused')
             raise RefreshTokenReused('This refresh token was already used; the session is now signed out.') from None
@@ -222,15 +279,17 @@ class SessionStore:
 
     # ---------------------------------------------------------------- sign-out
     def revoke(self, account_id: str, session_id: str, reason: str = 'logout') -> None:
-        self._revoke(session_key(account_id, session_id), reason)
+        with _store_call():
+            self._revoke(session_key(account_id, session_id), reason)
 
     def revoke_all(self, account_id: str, reason: str = 'logout_all') -> int:
         """Revoke every open session of the account; returns how many were open."""
         count = 0
-        for item in self._sessions(account_id):
-            if 'revoked_at' not in item:
-                self._revoke({'pk': item['pk'], 'sk': item['sk']}, reason)
-                count += 1
+        with _store_call():
+            for item in self._sessions(account_id):
+                if 'revoked_at' not in item:
+                    self._revoke({'pk': item['pk'], 'sk': item['sk']}, reason)
+                    count += 1
         return count
 
     def _sessions(self, account_id: str) -> list[dict[str, Any]]:

@@ -166,7 +166,11 @@ class EntryPage(_Frozen):
 
 
 class Reconciliation(_Frozen):
-    """The stored balances next to what the entries, lots and holds add up to."""
+    """The stored balances next to what the entries, lots and holds add up to, as of ``account_version``.
+
+    ``reads``: how many reads of the account it took (more than one when the account changed while it was
+    read, or when a mismatch was read again to confirm it).
+    """
 
     account: Account
     account_version: int
@@ -178,6 +182,7 @@ class Reconciliation(_Frozen):
     open_holds_held: int
     open_holds_count: int
     lots_consistent: bool
+    reads: int = 1
 
     @property
     def ok(self) -> bool:

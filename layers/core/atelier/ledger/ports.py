@@ -93,6 +93,14 @@ class LedgerStore(Protocol):
         """The account, or None."""
         ...
 
+    def load_account_isolated(self, account_id: str) -> AccountState | None:
+        """The account, or None, read in isolation from transactions: never while one that writes it is in flight.
+
+        Raises :class:`StoreUnavailable` when a transaction writing the account has not finished yet (read
+        again later), as well as on a transient failure.
+        """
+        ...
+
     def load_lots(self, account_id: str, *, open_only: bool = True) -> list[LotState]:
         """The account's lots (only those with remaining or held credit when ``open_only``), any order."""
         ...

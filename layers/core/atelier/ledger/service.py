@@ -83,6 +83,10 @@ class Ledger:
     max_attempts
         How often one call re-reads and retries under contention before giving up with
         :class:`~atelier.ledger.errors.LedgerUnavailable`.
+    reconcile_attempts
+        How often :meth:`reconcile` reads an account that keeps changing before giving up.
+    recheck_delay
+        How long :meth:`reconcile` waits before it reads a mismatched account again to confirm the mismatch.
     """
 
     def __init__(
@@ -94,6 +98,8 @@ class Ledger:
         max_attempts: int = 100,
         backoff_base: float = 0.005,
         backoff_cap: float = 0.05,
+        reconcile_attempts: int = 10,
+        recheck_delay: float = 0.1,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._store = store
@@ -103,6 +109,8 @@ class Ledger:
         self._max_attempts = max_attempts
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
+        self._reconcile_attempts = reconcile_attempts
+        self._recheck_delay = recheck_delay
         self._sleep = sleep
         self._random = random.Random()
 
@@ -494,35 +502,75 @@ class Ledger:
         return self._store.account_ids()
 
     def reconcile(self, account_id: str) -> Reconciliation:
-        """Add up the account's entries, lots and open holds next to its stored balances.
+        """Add up the account's entries, lots and open holds next to its stored balances, from a consistent read.
 
         The result's ``ok`` is true when the balances equal the sums (the reconcile job alarms otherwise).
-        Reads are not one snapshot: run it on a quiet account, or re-run on a mismatch.
+        Every ledger write bumps the account's version in its transaction, so one read is: the account, its
+        entries, lots and open holds (strongly consistent queries), then the account again through a
+        transactional read, which a write still in flight on the account cancels. The read counts only if
+        the version is the same at both ends; otherwise it is read again after a jittered backoff. A query
+        is read-committed item by item, so a read may still catch the last moments of a transaction's
+        commit: a mismatch is returned only once a second read, ``recheck_delay`` later, finds the same
+        version and still does not add up. The result's ``reads`` says how many reads it took.
+
+        Raises
+        ------
+        AccountNotFound
+        LedgerUnavailable
+            The account kept changing (or the store kept failing) for ``reconcile_attempts`` reads; it was not
+            checked, and checking it again later is safe.
         """
-        account = self._account(account_id)
-        entries: list[Entry] = []
+        rules.check_id(account_id, name='account_id', max_length=128)
+        reads = 0
+        mismatched_at: set[int] = set()  # versions at which a read did not add up
+
+        def attempt() -> Reconciliation:
+            nonlocal reads
+            reads += 1
+            report = self._read_reconciliation(account_id, reads=reads)
+            if report.ok or report.account_version in mismatched_at:
+                return report
+            mismatched_at.add(report.account_version)
+            self._sleep(self._recheck_delay)  # a commit the queries caught half-way is over by then
+            raise _Retry
+
+        return self._run(attempt, attempts=self._reconcile_attempts)
+
+    def _read_reconciliation(self, account_id: str, *, reads: int) -> Reconciliation:
+        """One read of the account and of what it must add up to; :class:`_Retry` if the account changed meanwhile.
+
+        Raises StoreUnavailable if a write to the account was in flight at the end (or the store failed).
+        """
+        account = self._store.load_account(account_id)
+        if account is None:
+            raise AccountNotFound(f'no account {account_id}', details={'account_id': account_id})
+        entries_count = entries_available = entries_held = 0
         position: EntryPosition | None = None
         while True:
-            page = self._guarded(
-                functools.partial(self._store.query_entries, account_id, limit=MAX_PAGE, after=position)
-            )
-            entries.extend(page)
+            page = self._store.query_entries(account_id, limit=MAX_PAGE, after=position)
+            entries_count += len(page)
+            entries_available += sum(e.amount for e in page)
+            entries_held += sum(e.held_delta for e in page)
             if len(page) < MAX_PAGE:
                 break
             position = (page[-1].seq, page[-1].id)
-        lots = self._guarded(lambda: self._store.load_lots(account_id, open_only=False))
-        holds = self._guarded(lambda: self._store.load_holds(account_id, open_only=True))
+        lots = self._store.load_lots(account_id, open_only=False)
+        holds = self._store.load_holds(account_id, open_only=True)
+        after = self._store.load_account_isolated(account_id)
+        if after is None or after.version != account.version:
+            raise _Retry
         return Reconciliation(
             account=account.public(),
             account_version=account.version,
-            entries_count=len(entries),
-            entries_available=sum(e.amount for e in entries),
-            entries_held=sum(e.held_delta for e in entries),
+            entries_count=entries_count,
+            entries_available=entries_available,
+            entries_held=entries_held,
             lots_available=sum(lot.remaining for lot in lots),
             lots_held=sum(lot.held for lot in lots),
             open_holds_held=sum(h.amount for h in holds),
             open_holds_count=len(holds),
             lots_consistent=all(lot.balanced for lot in lots),
+            reads=reads,
         )
 
     # ------------------------------------------------------------ machinery
@@ -574,8 +622,8 @@ class Ledger:
             )
         return result(stored.entry)
 
-    def _run(self, attempt: Callable[[], T]) -> T:
-        for n in range(self._max_attempts):
+    def _run(self, attempt: Callable[[], T], *, attempts: int | None = None) -> T:
+        for n in range(attempts or self._max_attempts):
             try:
                 return attempt()
             except (_Retry, StoreUnavailable):

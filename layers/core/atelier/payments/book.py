@@ -101,16 +101,16 @@ class PaymentBook:
         if not state.pending:
             return state
         done: set[str] = set()
-        skipped: set[str] = set()
+        refused: str | None = None
         for op in state.pending:
-            if op.source in skipped:
-                # Taking from or giving back to a grant that was never booked: nothing to do.
-                skipped.add(op.business_id)
-            else:
-                (done if self._execute(op) else skipped).add(op.business_id)
+            if not self._execute(op):
+                # The operations queued after it assumed it would be booked: they are planned again.
+                refused = op.business_id
+                break
+            done.add(op.business_id)
 
         def forget_done(current: PaymentState) -> PaymentState:
-            return current.with_carried_out(done, skipped)
+            return current.with_carried_out(done, refused)
 
         return self._mutate(
             _payment_pk(key),

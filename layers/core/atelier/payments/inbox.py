@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
 from atelier.observability import logger
@@ -59,7 +60,11 @@ class PaymentInbox:
         self, provider: str, event_id: str, event_type: str, body: bytes, event: dict[str, Any], apply: Applier
     ) -> WebhookAck:
         """Store the verified ``event`` (raw ``body``) once, and apply it unless that was already settled."""
-        stored, new = self._table.record_event(provider, event_id, event_type, body, self._summary(provider, event))
+        try:
+            stored, new = self._table.record_event(provider, event_id, event_type, body, self._summary(provider, event))
+        except ClientError as exc:  # throttled, or still contended after the store's retries: the provider retries
+            logger.warning('payment event not stored', extra={'provider': provider, 'event_id': event_id})
+            raise PaymentsUnavailable('The event could not be stored now; retry it.') from exc
         if not new and stored.settled:
             logger.info('duplicate payment event', extra={'provider': provider, 'event_id': event_id})
             return WebhookAck(event_id=event_id, status='duplicate', detail=f'already {stored.status}')

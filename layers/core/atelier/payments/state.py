@@ -91,6 +91,7 @@ class PaymentState(_Model):
     chargebacks: dict[str, Chargeback] = Field(default_factory=dict)
     failed: bool = False
     grant_skipped: bool = False  # the ledger refused the grant: its credit had expired before it was booked
+    give_backs_expired: bool = False  # the ledger refused a give-back: the grant's period is over, none can be booked
     clawed: int = 0  # net credits taken back by the operations emitted so far
     pending: list[LedgerOp] = Field(default_factory=list)
     applied: list[str] = Field(default_factory=list)
@@ -155,27 +156,34 @@ class PaymentState(_Model):
         return self if self.failed else self._next(failed=True)
 
     # ---------------------------------------------------------------- outbox
-    def with_carried_out(self, done: Collection[str], skipped: Collection[str] = ()) -> PaymentState:
-        """Drop the queued operations the ledger booked (``done``) or refused as expired (``skipped``).
+    def with_carried_out(self, done: Collection[str], refused: str | None = None) -> PaymentState:
+        """Drop the queued operations the ledger booked (``done``), and the one it refused as expired (``refused``:
+        the executor stops there, so every operation queued after it is still queued).
 
-        A skipped grant of the payment means it granted nothing: the operations that would take from it or
-        give back to it go too, and nothing counts as taken. A skipped give-back leaves its credits taken.
+        Operations are planned in queue order, each assuming those before it will be booked. So:
+
+        - the payment's own grant refused: it granted nothing; every operation of the payment goes, and
+          nothing counts as taken (``grant_skipped``);
+        - a give-back refused (its grant's period is over): the operations queued after it were planned on a
+          wrong premise; they go, their effect on ``clawed`` is undone, the refused give-back's credits stay
+          taken, no give-back is planned again (``give_backs_expired``), and the claw-back target is settled
+          anew from the facts (under ``{give-back}:resettle``).
         """
-        handled = {*done, *skipped}
-        if not any(op.business_id in handled for op in self.pending):
+        if not any(op.business_id in done or op.business_id == refused for op in self.pending):
             return self
         grant = self.grant
-        pending = [op for op in self.pending if op.business_id not in handled]
-        changes: dict[str, object] = {
-            'applied': (self.applied + [op.business_id for op in self.pending if op.business_id in done])[-_REMEMBER:]
-        }
-        if grant is not None and grant.business_id in skipped:
-            changes.update(grant_skipped=True, clawed=0)
-            pending = [op for op in pending if op.source != grant.business_id]
-        else:
-            refused = sum(op.amount for op in self.pending if op.business_id in skipped and op.op == 'grant')
-            changes['clawed'] = self.clawed + refused
-        return self._next(pending=pending, **changes)
+        applied = (self.applied + [op.business_id for op in self.pending if op.business_id in done])[-_REMEMBER:]
+        pending = [op for op in self.pending if op.business_id not in done]
+        position = next((i for i, op in enumerate(pending) if op.business_id == refused), None)
+        if position is None:
+            return self._next(pending=pending, applied=applied)
+        if grant is None or pending[position].business_id == grant.business_id:
+            return self._next(pending=[], applied=applied, grant_skipped=True, clawed=0)
+        planned_after = pending[position + 1 :]
+        undone = sum(op.amount if op.op == 'grant' else -op.amount for op in planned_after)
+        clawed = self.clawed + pending[position].amount + undone
+        state = self._next(pending=pending[:position], applied=applied, clawed=clawed, give_backs_expired=True)
+        return state._settle(f'{refused}:resettle')
 
     # ---------------------------------------------------------------- rules
     def clawback_target(self) -> int:
@@ -207,7 +215,7 @@ class PaymentState(_Model):
                     note=f'taken back from {grant.business_id}',
                 )
             )
-        elif grant is not None and delta < 0:
+        elif grant is not None and delta < 0 and not self.give_backs_expired:
             ops.append(
                 LedgerOp(
                     op='grant',
