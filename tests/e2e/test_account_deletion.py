@@ -57,6 +57,12 @@ def test_delete_me_ends_the_account_and_removes_its_data_while_the_ledger_still_
     assert balance(user) == {'available': 100 - 4 - 4, 'held': 4}
     assert len(keys(stack, f'outputs/{user.account_id}/')) == 1 and len(keys(stack, f'uploads/{user.account_id}/')) == 1
     kept = upload(other)
+    # ... and an API key for its server
+    key = stack.invoke(
+        'ManageApiKeysFunction',
+        {'action': 'create', 'account_id': user.account_id, 'name': 'server', 'scopes': ['account:read']},
+    )['api_key']
+    assert stack.http.get('/v1/me', headers={'x-api-key': key}).status_code == 200
 
     # When the user deletes the account
     deleted = stack.http.delete('/v1/me', headers={'authorization': f'Bearer {user.token}'})
@@ -69,6 +75,7 @@ def test_delete_me_ends_the_account_and_removes_its_data_while_the_ledger_still_
     refreshed = stack.http.post('/v1/auth/refresh', json={'refresh_token': user.refresh_token})
     assert (refreshed.status_code, refreshed.json()['error']['code']) == (401, 'session_revoked')
     assert stack.http.delete('/v1/me', headers={'authorization': f'Bearer {user.token}'}).status_code == 401
+    assert stack.http.get('/v1/me', headers={'x-api-key': key}).status_code == 401  # its API keys too
 
     # And the queued purge completes: the account is marked deleted
     def purged() -> bool:
