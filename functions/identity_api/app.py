@@ -1,7 +1,7 @@
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from aws_lambda_powertools.event_handler import Depends
+from aws_lambda_powertools.event_handler import Depends, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -10,12 +10,22 @@ from pydantic import BaseModel, ConfigDict, Field
 from atelier.api import create_resolver, resolve
 from atelier.api.auth import account_read, authenticated_account, authenticated_session
 from atelier.config import get_settings
+from atelier.identity.deletion import request_deletion
 from atelier.identity.identities import sign_in_identity
 from atelier.identity.service import SignUpLimits, WelcomeGrant, get_profile, sign_in_device
 from atelier.identity.sessions import SessionTokens
 from atelier.identity.tokens import Claims
 from atelier.observability import logger
-from atelier.wiring import devices, identities, ledger, oidc_verifier, sessions
+from atelier.wiring import (
+    api_keys,
+    deletion_marks,
+    deletion_queue,
+    devices,
+    identities,
+    ledger,
+    oidc_verifier,
+    sessions,
+)
 
 app = create_resolver()
 
@@ -96,6 +106,14 @@ class MeOut(BaseModel):
     plan: str
     balance: BalanceOut
     limits: LimitsOut
+
+
+class DeletionOut(BaseModel):
+    account_id: str
+    status: Literal['deleting', 'deleted'] = Field(
+        description='deleting: under way (the tokens already answer 401); deleted: purged.'
+    )
+    requested_at: str = Field(description='When the deletion was first requested (ISO 8601, UTC).')
 
 
 def _session_out(tokens: SessionTokens) -> dict[str, Any]:
@@ -181,6 +199,21 @@ def handle_get_me(account_id: Annotated[str, Depends(account_read)]) -> MeOut:
         balance=BalanceOut(available=account.available, held=account.held),
         limits=LimitsOut(max_concurrent_tasks=profile.max_concurrent_tasks),
     )
+
+
+@app.delete(
+    '/v1/me',
+    tags=['identity'],
+    security=[{'bearer': []}],
+    responses={202: {'description': 'Deletion under way', 'content': {'application/json': {'model': DeletionOut}}}},
+)
+def handle_delete_me(account_id: Annotated[str, Depends(authenticated_account)]) -> Response[DeletionOut]:
+    """Delete the account: its sessions and tokens end now; tasks, files, devices and identities follow."""
+    state = request_deletion(
+        account_id, queue=deletion_queue(), marks=deletion_marks(), sessions=sessions(), api_keys=api_keys()
+    )
+    body = DeletionOut(account_id=state.account_id, status=state.status.value, requested_at=state.requested_at)
+    return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=body.model_dump(mode='json'))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

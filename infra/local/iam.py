@@ -10,7 +10,8 @@ everything, and a ``Resource: "*"`` grant is checked by action only), and its tr
 2. works out every (action, resource ARN) pair the request needs, the way IAM does: a ``TransactWriteItems``
    needs ``dynamodb:PutItem``/``UpdateItem``/``DeleteItem``/``ConditionCheckItem`` on each item's table, a
    ``Query`` on an index needs the index ARN, ``ssm:GetParameter`` the parameter's ARN, an S3 object its
-   ``bucket/key`` ARN (presigned URLs and POST policies are authorized as their signer), and so on;
+   ``bucket/key`` ARN (presigned URLs and POST policies are authorized as their signer; a DeleteObjects each of
+   its keys), and so on;
 3. evaluates each pair against the caller's policies with moto's own evaluator (``IAMPolicy``: explicit deny
    wins, wildcards, index ARNs) and answers ``AccessDenied``/``AccessDeniedException`` in the service's own
    shape, naming principal, action and resource, exactly as AWS words it.
@@ -185,6 +186,11 @@ def requested_actions(service: str, action: str, region: str, request: Any, reso
     """Every (IAM action, resource ARN) pair that ``request`` (a moto ``BaseResponse``) needs."""
     operation = action.split(':', 1)[1]
     if service == 's3':
+        deleted = _deleted_keys(action, request, resource)
+        if deleted is not None:
+            for key in deleted:  # DeleteObjects: s3:DeleteObject on every key, as S3 authorizes it
+                yield action, f'{resource}/{key}'
+            return
         yield action, _s3_resource(action, request, resource)
         return
     params = _params(request)
@@ -270,6 +276,20 @@ def _s3_resource(action: str, request: Any, resource: str) -> str:
     if key and resource.count('/') == 0:
         return f'{resource}/{key}'
     return resource
+
+
+def _deleted_keys(action: str, request: Any, resource: str) -> list[str] | None:
+    """The keys of a DeleteObjects request (``POST /{bucket}?delete``), or None for any other request.
+
+    S3 checks ``s3:DeleteObject`` on each key and answers the denied ones in the response's ``Errors``; here a
+    denial of any key refuses the whole request (louder, and the decision names the key)."""
+    if action != 's3:DeleteObject' or resource.count('/') or 'delete' not in request.querystring:
+        return None
+    import xml.etree.ElementTree as ElementTree
+
+    body = request.body if isinstance(request.body, bytes | str) else request.raw_body
+    root = ElementTree.fromstring(body)
+    return [element.text or '' for element in root.iter() if element.tag.rsplit('}', 1)[-1] == 'Key']
 
 
 def _params(request: Any) -> dict[str, Any]:

@@ -34,7 +34,7 @@ def test_swagger_ui_is_served_without_a_cdn(stack: Stack):
     [
         ('GET', '/nowhere', 404, 'route_not_found'),
         ('DELETE', '/v1/me/nothing', 404, 'route_not_found'),
-        ('DELETE', '/v1/me', 405, 'method_not_allowed'),
+        ('PATCH', '/v1/me', 405, 'method_not_allowed'),
         ('GET', '/v1/auth/device', 405, 'method_not_allowed'),
         ('PUT', '/health', 405, 'method_not_allowed'),
     ],

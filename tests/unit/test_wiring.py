@@ -116,3 +116,14 @@ def test_wiring_the_payments_and_task_services_reads_no_secret(secrets_read: lis
         service.providers.get(name)
     # Then no secret is read until an operation needs one
     assert secrets_read == []
+
+
+def test_wiring_the_account_deletion_reads_no_secret(secrets_read: list[str]):
+    from atelier.wiring import account_purge, api_keys, deletion_marks, deletion_queue
+
+    # When the identity API and the purge build the deletion (the purge: the task service and its providers)
+    deletion_queue(), deletion_marks(), api_keys()
+    purge = account_purge()
+    assert purge.api_keys.revoke_all('acct_1', 'account_deleted') == 0  # the API key hook, no store yet
+    # Then no secret is read: the purge's role may read only the Replicate token, for a cancel that needs it
+    assert secrets_read == []

@@ -36,6 +36,7 @@ class Settings(BaseModel):
     media_bucket: str = Field(alias='MEDIA_BUCKET')
     task_queue_url: str = Field(alias='TASK_QUEUE_URL')
     task_state_machine_arn: str = Field(alias='TASK_STATE_MACHINE_ARN')
+    account_deletion_queue_url: str = Field(default='', alias='ACCOUNT_DELETION_QUEUE_URL')
     secrets_prefix: str = Field(alias='SECRETS_PREFIX')
     # identity: sessions and sign-up limits (atelier.identity)
     access_token_ttl_seconds: int = Field(default=900, alias='ACCESS_TOKEN_TTL_SECONDS', gt=0, le=24 * 3600)

@@ -17,6 +17,8 @@ from functools import cache, lru_cache
 from atelier.aws import client
 from atelier.config import AUTH_TOKEN_SECRET, get_settings
 from atelier.identity.api_keys import ApiKeys
+from atelier.identity.claims import AccountClaims
+from atelier.identity.deletion import AccountPurge, DeletionMarks, SqsDeletionQueue
 from atelier.identity.devices import DeviceDirectory
 from atelier.identity.identities import IdentityDirectory
 from atelier.identity.oidc import OidcVerifier, parse_providers
@@ -88,7 +90,47 @@ def api_keys() -> ApiKeys:
     return ApiKeys(get_settings().ledger_table, client('dynamodb'))
 
 
+@cache
+def deletion_marks() -> DeletionMarks:
+    return DeletionMarks(get_settings().ledger_table, client('dynamodb'))
+
+
+@cache
+def deletion_queue() -> SqsDeletionQueue:
+    return SqsDeletionQueue(get_settings().account_deletion_queue_url)
+
+
+@cache
+def account_purge() -> AccountPurge:
+    """The account deletion's purge on the real adapters (tasks, S3, the ledger and events tables)."""
+    from atelier.payments.store import PaymentsTable
+    from atelier.tasks.wiring import media, task_service
+
+    settings = get_settings()
+    return AccountPurge(
+        marks=deletion_marks(),
+        queue=deletion_queue(),
+        sessions=sessions(),
+        api_keys=api_keys(),
+        tasks=task_service(),
+        media=media(),
+        claims=AccountClaims(settings.ledger_table, client('dynamodb')),
+        payments=PaymentsTable(settings.events_table, client('dynamodb')),
+    )
+
+
 def reset() -> None:
     """Forget every adapter built here (tests that change settings between cases)."""
-    for built in (_keyring, ledger, devices, sessions, identities, oidc_verifier, api_keys):
+    for built in (
+        _keyring,
+        ledger,
+        devices,
+        sessions,
+        identities,
+        oidc_verifier,
+        api_keys,
+        deletion_marks,
+        deletion_queue,
+        account_purge,
+    ):
         built.cache_clear()

@@ -84,6 +84,7 @@ class World:
     clock: Clock
     provider: MockProviderServer
     receiver: WebhookReceiver
+    ledger_table: str = ''
 
     def account(self, credits: int, *, plan: str = 'free') -> str:
         account_id = f'acc_{uuid.uuid4().hex[:12]}'
@@ -223,7 +224,7 @@ def world(request: pytest.FixtureRequest, receiver: WebhookReceiver) -> Iterator
             clock=clock,
         )
         try:
-            yield World(service, ledger, store, s3, ddb, workflow, queue, clock, server, receiver)
+            yield World(service, ledger, store, s3, ddb, workflow, queue, clock, server, receiver, ledger_table)
         finally:
             server.stop()
             if request.param == 'ddb_local':

@@ -19,6 +19,8 @@ from infra.local.template import load_template, resources_of_type, translate
 EXPECTED_SECRETS: dict[str, frozenset[str]] = {
     'MetaApiFunction': frozenset(),
     'IdentityApiFunction': frozenset({'auth-token-secret'}),
+    # Account deletion ends running tasks: like the sweeper, only Replicate's cancel needs a secret.
+    'DeleteAccountFunction': frozenset({'provider-api-token-replicate'}),
     'LedgerApiFunction': frozenset({'auth-token-secret'}),
     'ExpireCreditsFunction': frozenset(),
     'AdjustCreditsFunction': frozenset(),
@@ -70,6 +72,13 @@ ALLOWED_NARROW_ACTIONS: dict[tuple[str, str], str] = {
     ),
     ('SubmitTaskFunction', 'dynamodb:DeleteItem'): (
         'atelier/providers/journal.py DynamoDBJournal.release: a Replicate submit that was never sent frees its claim'
+    ),
+    ('DeleteAccountFunction', 'dynamodb:DeleteItem'): (
+        'account deletion: atelier/identity/claims.py AccountClaims.release_all (device and identity items and the '
+        "account's listing items of them), atelier/payments/store.py PaymentsTable.delete_raw_bodies (raw bodies)"
+    ),
+    ('DeleteAccountFunction', 's3:DeleteObject'): (
+        "account deletion: atelier/storage/media.py MediaStore.delete_prefix (the account's outputs and uploads)"
     ),
 }
 

@@ -177,7 +177,7 @@ class ApiKeys:
                 )
         return _listed(account_id, {**item, 'revoked_at': now})
 
-    def revoke_all(self, account_id: str) -> int:
+    def revoke_all(self, account_id: str, reason: str = 'revoked') -> int:
         """Revoke every key of the account (account deletion); returns how many were active."""
         active = [key for key in self.list(account_id) if key.revoked_at is None]
         for key in active:

@@ -5,6 +5,9 @@ back), and device secrets only as SHA-256 digests of the secret (256 random bits
 
     pk = DEVICE#{sha256(device_id)}   sk = DEVICE     account_id, secret_hash, created_at
     pk = ACCT#{account_id}           sk = DEVICE#{sha256(device_id)}   (the account's devices, for deletion)
+
+A deleted account's devices are released (:mod:`atelier.identity.claims`): a released device id signs up
+again as a new account, without welcome credits.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Any
+
+from atelier.identity.claims import ClaimKind, was_welcomed
 
 
 def device_digest(device_id: str) -> str:
@@ -54,6 +59,10 @@ class DeviceDirectory:
         if not item:
             return None
         return Device(item['account_id']['S'], item['secret_hash']['S'] if 'secret_hash' in item else None)
+
+    def was_welcomed(self, device_id: str) -> bool:
+        """Whether the device had welcome credits with an account that was deleted since."""
+        return was_welcomed(self._client, self._table, ClaimKind.DEVICE, device_digest(device_id))
 
     def account_of(self, device_id: str) -> str | None:
         device = self.find(device_id)

@@ -6,6 +6,9 @@ backend never needs it back; no email is stored)::
     pk = IDENTITY#{digest}   sk = IDENTITY     account_id, provider, linked_at
     pk = ACCT#{account_id}   sk = IDENTITY#{digest}   provider, linked_at   (the account's identities)
 
+A deleted account's identities are released (:mod:`atelier.identity.claims`): signing in with one again opens
+a new account, without welcome credits.
+
 Rules (one account per person): signing in with an identity reaches its account, or opens one (with the
 welcome credits, rate-limited like any sign-up). A signed-in account links an identity that belongs to no
 account yet and keeps everything it has; linking an identity that already belongs to another account is
@@ -22,6 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from atelier.errors import Conflict, DomainError, ErrorKind
+from atelier.identity.claims import ClaimKind, was_welcomed
 from atelier.identity.service import ClaimTaken, SignUpLimits, WelcomeGrant, new_account_id, open_new_account
 
 if TYPE_CHECKING:
@@ -62,6 +66,10 @@ class IdentityDirectory:
             TableName=self._table, Key=_key(identity_digest(identity)), ConsistentRead=True
         ).get('Item')
         return item['account_id']['S'] if item else None
+
+    def was_welcomed(self, identity: VerifiedIdentity) -> bool:
+        """Whether the identity had welcome credits with an account that was deleted since."""
+        return was_welcomed(self._client, self._table, ClaimKind.IDENTITY, identity_digest(identity))
 
     def claim_items(self, identity: VerifiedIdentity, account_id: str, now_iso: str) -> list[dict[str, Any]]:
         """TransactWriteItems ``Put``s giving the identity to the account (the first fails if it is taken)."""
@@ -130,6 +138,8 @@ def sign_in_identity(
     if account_id is not None:
         return account_id
     candidate, moment = make_account_id(), now()
+    if identities.was_welcomed(identity):  # its account was deleted: a new one, but no second welcome
+        welcome = WelcomeGrant()
     claims = identities.claim_items(identity, candidate, moment.isoformat())
     try:
         open_new_account(

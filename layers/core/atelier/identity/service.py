@@ -3,8 +3,9 @@
 A device id alone is not a credential: the first sign-in of a device id creates its account and answers a
 server-generated ``device_secret`` once; every later sign-in of that device id must present it. Welcome
 credits come with the account, so once per device id (and, with OIDC, once per verified identity), never
-per sign-in. New accounts are rate-limited per source address and globally (the counters are written in
-the same transaction as the account, so a refused sign-up creates nothing).
+per sign-in, and not again after that account is deleted (:mod:`atelier.identity.claims`). New accounts are
+rate-limited per source address and globally (the counters are written in the same transaction as the
+account, so a refused sign-up creates nothing).
 
 Where device attestation would plug in: App Attest (iOS) / Play Integrity (Android) verdicts would be
 checked in :func:`sign_in_device` before an account is opened (``attestation`` in the request body,
@@ -111,6 +112,8 @@ def sign_in_device(
         return DeviceSignIn(device.account_id, None)
 
     candidate, secret, moment = make_account_id(), new_device_secret(), now()
+    if devices.was_welcomed(device_id):  # its account was deleted: a new one, but no second welcome
+        welcome = WelcomeGrant()
     claims = devices.claim_items(device_id, candidate, moment.isoformat(), secret)
     try:
         open_new_account(

@@ -37,7 +37,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from atelier.errors import DomainError, ErrorKind
+from atelier.errors import Conflict, DomainError, ErrorKind
 from atelier.identity.tokens import Claims, InvalidToken, Keyring, issue_token, verify_token
 
 #: The ledger table's TTL attribute (sessions, rate-limit windows: items that may vanish).
@@ -52,6 +52,12 @@ class SessionRevoked(InvalidToken):
 
 class RefreshTokenReused(InvalidToken):
     code = 'refresh_token_reused'
+
+
+class AccountDeleted(Conflict):
+    """A sign-in reached an account that is deleted (its device or identity is not released yet)."""
+
+    code = 'account_deleted'
 
 
 class SessionsUnavailable(DomainError):
@@ -131,29 +137,60 @@ class SessionStore:
 
     # ---------------------------------------------------------------- sign-in
     def open(self, account_id: str) -> NewSession:
-        """A new session of ``account_id`` and its first refresh token."""
+        """A new session of ``account_id`` and its first refresh token.
+
+        Written together with a check that the account is not deleted (``deleted_at`` on its account item), in
+        one transaction: a sign-in that raced an account deletion either opened its session before the
+        deletion's mark (and the deletion revokes it) or opens none.
+
+        Raises
+        ------
+        AccountDeleted
+            The account is deleted (or being deleted).
+        """
         session_id = f'ses_{secrets.token_hex(10)}'
         secret = secrets.token_urlsafe(32)
         now = self._clock()
-        with _store_call():
-            self._put_session(account_id, session_id, secret, now)
+        session = {
+            **session_key(account_id, session_id),
+            'type': _s('session'),
+            'account_id': _s(account_id),
+            'refresh_hash': _s(_hash(secret)),
+            'generation': _n(0),
+            'created_at': _s(now.isoformat()),
+            'refreshed_at': _s(now.isoformat()),
+            TTL: _n(int(now.timestamp()) + self._refresh_ttl),
+        }
+        try:
+            with _store_call():
+                self._client.transact_write_items(
+                    TransactItems=[
+                        {
+                            'Put': {
+                                'TableName': self._table,
+                                'Item': session,
+                                'ConditionExpression': 'attribute_not_exists(pk)',
+                            }
+                        },
+                        {
+                            'ConditionCheck': {
+                                'TableName': self._table,
+                                'Key': {'pk': _s(f'ACCT#{account_id}'), 'sk': _s('ACCOUNT')},
+                                'ConditionExpression': 'attribute_not_exists(deleted_at)',
+                            }
+                        },
+                    ]
+                )
+        except self._client.exceptions.TransactionCanceledException as exc:
+            reasons = exc.response.get('CancellationReasons') or []
+            if len(reasons) > 1 and reasons[1].get('Code') == 'ConditionalCheckFailed':
+                raise AccountDeleted(
+                    'This account was deleted. Its devices and identities are released within moments; sign in '
+                    'again to start a new account.',
+                    details={'retry_after_seconds': 5},
+                ) from None
+            raise
         return NewSession(account_id, session_id, _token(account_id, session_id, secret))
-
-    def _put_session(self, account_id: str, session_id: str, secret: str, now: datetime) -> None:
-        self._client.put_item(
-            TableName=self._table,
-            Item={
-                **session_key(account_id, session_id),
-                'type': _s('session'),
-                'account_id': _s(account_id),
-                'refresh_hash': _s(_hash(secret)),
-                'generation': _n(0),
-                'created_at': _s(now.isoformat()),
-                'refreshed_at': _s(now.isoformat()),
-                TTL: _n(int(now.timestamp()) + self._refresh_ttl),
-            },
-            ConditionExpression='attribute_not_exists(pk)',
-        )
 
     # ---------------------------------------------------------------- use
     def is_active(self, account_id: str, session_id: str) -> bool:

@@ -17,6 +17,8 @@ Item shapes (``pk`` / ``sk``; ``gsi1pk`` / ``gsi1sk`` for what ops list):
 - an account's subscriptions (:class:`atelier.payments.state.AccountPlanState`):
   ``PLAN#{account}`` / ``STATE``; gsi1: ``ACCOUNT_PAYMENTS#{account}`` / ``PLAN``.
 - which account a Stripe customer belongs to: ``CUSTOMER#stripe#{customer}`` / ``ACCOUNT``.
+- an account's events (written when an event is attributed to it, for account deletion, which deletes their
+  raw bodies): ``ACCOUNT_EVENTS#{account}`` / ``EVENT#{provider}#{event_id}``.
 
 Only the raw body item carries ``expires_at``: every other item of the table is kept.
 
@@ -194,6 +196,18 @@ class PaymentsTable:
     ) -> None:
         """Record how applying the event went (``attempts`` counts every try)."""
         now = iso(self._clock())
+        if account_id:
+            # Before the record names the account: the deletion of an account finds every event that names it.
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    'pk': {'S': f'ACCOUNT_EVENTS#{account_id}'},
+                    'sk': {'S': f'EVENT#{provider}#{event_id}'},
+                    'entity': {'S': 'account_event'},
+                    'provider': {'S': provider},
+                    'event_id': {'S': event_id},
+                },
+            )
         attributes = _status_attributes(status, provider, event_id, now)
         names = {f'#{k}': k for k in attributes}
         values = {f':{k}': v for k, v in attributes.items()}
@@ -246,6 +260,29 @@ class PaymentsTable:
             if not start:
                 break
         return found[:limit]
+
+    def delete_raw_bodies(self, account_id: str) -> int:
+        """Delete the raw bodies of the events attributed to the account (account deletion); how many were
+        still kept. The records stay: ids, statuses, amounts, no personal data."""
+        deleted = 0
+        request: dict[str, Any] = {
+            'TableName': self._table,
+            'KeyConditionExpression': 'pk = :pk',
+            'ExpressionAttributeValues': {':pk': {'S': f'ACCOUNT_EVENTS#{account_id}'}},
+            'ConsistentRead': True,
+        }
+        while True:
+            page = self._client.query(**request)
+            for item in page.get('Items', []):
+                response = self._client.delete_item(
+                    TableName=self._table,
+                    Key=_raw_key(item['provider']['S'], item['event_id']['S']),
+                    ReturnValues='ALL_OLD',
+                )
+                deleted += 'Attributes' in response
+            if 'LastEvaluatedKey' not in page:
+                return deleted
+            request['ExclusiveStartKey'] = page['LastEvaluatedKey']
 
     # ---------------------------------------------------------------- versioned states
     def load_state(self, pk: str) -> tuple[dict[str, Any] | None, int]:

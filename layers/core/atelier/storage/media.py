@@ -1,4 +1,5 @@
-"""The media bucket: outputs under ``outputs/{account_id}/{task_id}/{n}.{ext}``, uploads under ``uploads/``.
+"""The media bucket: outputs under ``outputs/{account_id}/{task_id}/{n}.{ext}``, uploads under
+``uploads/{account_id}/``.
 
 Outputs are streamed from the provider's URL into S3 (never held whole in memory) while their size
 and SHA-256 are computed, because providers delete outputs within hours (Replicate after one hour):
@@ -46,6 +47,13 @@ class OutputDownloadFailed(DomainError):
     code = 'output_download_failed'
 
 
+class MediaDeletionFailed(DomainError):
+    """S3 refused to delete some objects (DeleteObjects answered errors): the deletion is retried."""
+
+    kind = ErrorKind.UNAVAILABLE
+    code = 'media_deletion_failed'
+
+
 class StoredObject(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -53,6 +61,11 @@ class StoredObject(BaseModel):
     content_type: str
     size: int
     sha256: str
+
+
+def account_media_prefixes(account_id: str) -> tuple[str, str]:
+    """Where an account's objects live: its task outputs and its uploads (deleted with the account)."""
+    return f'outputs/{account_id}/', f'uploads/{account_id}/'
 
 
 def extension_for(content_type: str) -> str:
@@ -164,6 +177,30 @@ class MediaStore:
                 return False
             raise
         return True
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object whose key starts with ``prefix`` (end it with ``/``); how many there were.
+
+        ListObjectsV2 a page at a time, each page deleted with one DeleteObjects (at most 1,000 keys). The bucket
+        keeps no versions, so a deleted object is gone. Running it again deletes what appeared since (nothing).
+
+        Raises
+        ------
+        MediaDeletionFailed
+            S3 refused some keys (they are named in the message); the objects it did delete stay deleted.
+        """
+        deleted = 0
+        for page in self.s3.get_paginator('list_objects_v2').paginate(Bucket=self.bucket, Prefix=prefix):
+            keys = [{'Key': item['Key']} for item in page.get('Contents', [])]
+            if not keys:
+                continue
+            response = self.s3.delete_objects(Bucket=self.bucket, Delete={'Objects': keys, 'Quiet': True})
+            errors = response.get('Errors') or []
+            if errors:
+                named = ', '.join(f'{e.get("Key")}: {e.get("Code")}' for e in errors[:5])
+                raise MediaDeletionFailed(f'S3 did not delete {len(errors)} object(s) under {prefix} ({named}).')
+            deleted += len(keys)
+        return deleted
 
     def presigned_get(self, key: str, *, expires_in: int = 3600) -> str:
         return str(

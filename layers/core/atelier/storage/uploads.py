@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from atelier.errors import InvalidInput
-from atelier.storage.media import MediaStore, extension_for
+from atelier.storage.media import MediaStore, account_media_prefixes, extension_for
 
 #: What clients may upload, and how large each kind may be.
 MAX_UPLOAD_BYTES = {
@@ -58,7 +58,8 @@ def create_upload(account_id: str, request: UploadRequest, media: MediaStore) ->
         )
     if request.size > limit:
         raise UnsupportedUpload(f'{content_type} uploads are limited to {limit} bytes.', details={'max_size': limit})
-    key = f'uploads/{account_id}/{uuid.uuid4().hex}.{extension_for(content_type)}'
+    _, uploads = account_media_prefixes(account_id)
+    key = f'{uploads}{uuid.uuid4().hex}.{extension_for(content_type)}'
     post: dict[str, Any] = media.presigned_upload(
         key, content_type=content_type, size=request.size, expires_in=UPLOAD_URL_SECONDS
     )

@@ -35,7 +35,7 @@ from atelier.providers.base import (
     Status,
 )
 from atelier.providers.registry import ProviderRegistry
-from atelier.storage import MediaStore, OutputUnavailable, extension_for
+from atelier.storage import MediaStore, OutputUnavailable, account_media_prefixes, extension_for
 from atelier.tasks.errors import (
     ForeignUpload,
     IdempotencyKeyReused,
@@ -67,6 +67,14 @@ from atelier.tasks.store import IdempotencyRecord, TaskStore, idempotency_from_i
 OUTPUT_URL_SECONDS = 3600
 
 
+@dataclass
+class ClosedTasks:
+    """What :meth:`TaskService.close_account` did: open tasks ended (refunded), finished tasks erased."""
+
+    ended: int = 0
+    erased: int = 0
+
+
 def new_task_id(now: datetime) -> str:
     """``tsk_`` + milliseconds (hex) + randomness: unique, sortable by creation, a valid execution name."""
     return f'tsk_{int(now.timestamp() * 1000):012x}{secrets.token_hex(8)}'
@@ -78,7 +86,8 @@ def request_hash(model: str, data: Any) -> str:
 
 
 def output_key(account_id: str, task_id: str, n: int, content_type: str) -> str:
-    return f'outputs/{account_id}/{task_id}/{n}.{extension_for(content_type)}'
+    outputs, _ = account_media_prefixes(account_id)
+    return f'{outputs}{task_id}/{n}.{extension_for(content_type)}'
 
 
 @dataclass
@@ -213,6 +222,35 @@ class TaskService:
                 if state.is_final:
                     self._record_final(task, state)
         return self.view(self._load(task_id))
+
+    def close_account(self, account_id: str) -> ClosedTasks:
+        """For a deleted account: end every open task now and erase what its tasks kept of the user's content.
+
+        An open task is canceled with every credit held refunded (whatever the provider says later: nobody is
+        left to deliver a result to), and its provider is asked to stop; a task whose outcome was claimed
+        before (a success whose outputs are stored) completes as claimed. Then each finished task is erased
+        (:meth:`TaskStore.erase`). Safe to run again, and alongside the task's own execution (the first claim
+        wins, credits move once).
+        """
+        closed = ClosedTasks()
+        for task in self.store.account_tasks(account_id):
+            if not task.is_final:
+                self._abandon(task)
+                closed.ended += 1
+            if self.store.erase(task.task_id, self.clock()):
+                closed.erased += 1
+        return closed
+
+    def _abandon(self, task: Task) -> Task:
+        if task.outcome is None:
+            message = 'The account was deleted; every credit held was refunded.'
+            outcome = Outcome(status=Status.CANCELED, charge=0, error=JobError(code='account_deleted', message=message))
+            claimed = self.store.claim_outcome(task.task_id, outcome, self.clock())
+            if claimed is not None and claimed.provider_job_id and claimed.provider_state is None:
+                with contextlib.suppress(DomainError):  # best effort: stop the provider's work (and its bill)
+                    self.providers.get(claimed.provider).cancel(claimed.provider_job_id)
+            task = claimed or self._load(task.task_id)
+        return self._complete(task, wake=True)
 
     # ================================================================== state machine steps
     def dispatch(self, task_id: str, account_id: str) -> bool:

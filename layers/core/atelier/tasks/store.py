@@ -12,6 +12,9 @@ pk                                    sk                what
 ``JOB#{provider}#{provider_job_id}``  ``JOB``           which task a provider's job belongs to
 ====================================  ================  ==========================================
 
+When its account is deleted a finished task is erased (:meth:`TaskStore.erase`): its input, outputs and
+errors go, its model, status, credits and times stay (``erased_at``).
+
 Every state change is a conditional write, so two steps racing (a webhook and a poll, a cancel and a
 submit, the sweeper and the state machine) can never both win.
 """
@@ -245,6 +248,24 @@ class TaskStore:
             if not start:
                 return tasks, None
 
+    def account_tasks(self, account_id: str) -> Iterator[Task]:
+        """Every task of the account, newest first (gsi1, eventually consistent: a task created a moment ago
+        may be missing)."""
+        query: dict[str, Any] = {
+            'TableName': self.table,
+            'IndexName': 'gsi1',
+            'KeyConditionExpression': 'gsi1pk = :pk AND begins_with(gsi1sk, :prefix)',
+            'ExpressionAttributeValues': {':pk': _s(f'ACCOUNT#{account_id}'), ':prefix': _s('TASK#')},
+            'ScanIndexForward': False,
+        }
+        while True:
+            page = self.db.query(**query)
+            for item in page.get('Items', []):
+                yield task_from_item(item)
+            if not page.get('LastEvaluatedKey'):
+                return
+            query['ExclusiveStartKey'] = page['LastEvaluatedKey']
+
     def due(self, status: Status, now: datetime, *, limit: int = 100) -> Iterator[str]:
         """Ids of tasks in the open ``status`` whose deadline is at or before ``now`` (an index: may lag)."""
         query: dict[str, Any] = {
@@ -422,6 +443,29 @@ class TaskStore:
             names['#error'] = 'error'
         update += ' REMOVE gsi2pk, gsi2sk, #token'
         return self._update(task.task_id, update, '#status IN (:q, :s, :r)', values, ExpressionAttributeNames=names)
+
+    def erase(self, task_id: str, now: datetime) -> bool:
+        """Remove what a finished task kept of its user's content: the input (prompt, upload keys), the outputs,
+        the provider's report and error messages (which may quote the input). Model, status, credits, times and
+        the provider's job id stay, for accounting. False if it was erased before (or is not finished)."""
+        return (
+            self._update(
+                task_id,
+                'SET erased_at = :now, #input = :nothing, outputs = :none '
+                'REMOVE outcome, provider_state, #error, progress, #token',
+                'attribute_not_exists(erased_at) AND NOT (#status IN (:q, :s, :r))',
+                {
+                    ':now': _s(ts(now)),
+                    ':nothing': _json({}),
+                    ':none': _json([]),
+                    ':q': _s(_OPEN[0]),
+                    ':s': _s(_OPEN[1]),
+                    ':r': _s(_OPEN[2]),
+                },
+                ExpressionAttributeNames={'#status': 'status', '#input': 'input', '#error': 'error', '#token': 'token'},
+            )
+            is not None
+        )
 
 
 def idempotency_from_item(item: Mapping[str, Any]) -> IdempotencyRecord:
