@@ -229,7 +229,6 @@ class PaymentsMachine(RuleBasedStateMachine):
         self.store_transactions: list[StoreTransaction] = []
         self.store_subscription: StoreSubscription | None = None
         self.tasks: list[tuple[str, str, int]] = []  # open holds: (task id, tag, amount)
-        self.derived_refunds: dict[str, tuple[Fact, ...]] = {}  # store refunds a backfill brought, by event id
         self.counter = 0
 
     @initialize()
@@ -706,11 +705,8 @@ class PaymentsMachine(RuleBasedStateMachine):
             result = self.world.backfill({'stripe': {}})['stripe']
         else:
             subscriber, events = self.store_subscriber()
-            if self.second_refund_in(events):
-                return  # a known gap, see test_a_second_store_refund_brought_by_the_backfill_is_taken
             self.revenuecat_api.set_subscriber(self.account, subscriber)
             result = self.world.backfill({'revenuecat': {'app_user_ids': [self.account]}})['revenuecat']
-            self.derived_refunds.update((e, f) for e, f in events if e.startswith('rcsync:refund:'))
         expected = []
         for event_id, facts in events:
             [(status, self.model)] = self.model.deliver(event_id, facts, self.now).items()
@@ -752,11 +748,6 @@ class PaymentsMachine(RuleBasedStateMachine):
                 derived.append((f'rcsync:expiration:{latest.txn}', (report,)))
         return subscriber, derived
 
-    def second_refund_in(self, events: list[tuple[str, tuple[Fact, ...]]]) -> bool:
-        """Whether the subscriber shows a store refund other than the one an earlier backfill brought under the
-        same id (``rcsync:refund:{transaction}``): the backfill cannot bring that one."""
-        return any(self.derived_refunds.get(event_id, facts) != facts for event_id, facts in events)
-
     @staticmethod
     def subscriber_entry(txn: StoreTransaction, price: float) -> dict[str, Any]:
         refunded = txn.refund is not None and txn.refund[1]
@@ -773,7 +764,8 @@ class PaymentsMachine(RuleBasedStateMachine):
     def derived_refund(txn: StoreTransaction) -> list[tuple[str, tuple[Fact, ...]]]:
         if txn.refund is None or not txn.refund[1]:
             return []
-        return [(f'rcsync:refund:{txn.txn}', (StoreRefund(txn.tag, txn.refund[0] * 1000, refunded=True),))]
+        at_ms = txn.refund[0] * 1000  # each refund the subscriber shows is an event of its own
+        return [(f'rcsync:refund:{txn.txn}:{at_ms}', (StoreRefund(txn.tag, at_ms, refunded=True),))]
 
     # ------------------------------------------------------------ time
     @rule(
@@ -1045,11 +1037,6 @@ def test_a_store_refund_after_a_refund_reversal_takes_the_credits_again(
     assert (account.available, account.owed) == (0, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='known gap: the RevenueCat backfill brings one refund per transaction (its event id is '
-    'rcsync:refund:{txn}); once it brings each, drop this mark and PaymentsMachine.second_refund_in',
-)
 def test_a_second_store_refund_brought_by_the_backfill_is_taken(
     world: World, provider_apis: Apis, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -93,7 +93,7 @@ def test_a_refunded_purchase_also_gives_a_customer_support_cancellation():
     derived = subscriber_events('acc_1', response(non_subscriptions={'credits_100': [entry]}), now_ms=NOW_MS)
     assert events_of(derived) == [
         ('NON_RENEWING_PURCHASE', 'rcsync:purchase:txn_r'),
-        ('CANCELLATION', 'rcsync:refund:txn_r'),
+        ('CANCELLATION', f'rcsync:refund:txn_r:{NOW_MS - 3600_000}'),
     ]
     refund = derived.events[1]['event']
     assert (refund['cancel_reason'], refund['price'], refund['transaction_id']) == ('CUSTOMER_SUPPORT', -4.99, 'txn_r')
@@ -147,7 +147,7 @@ def test_a_lapsed_subscription_also_expires_and_a_refunded_one_is_clawed_back():
     derived = subscriber_events('acc_1', response(subscriptions={'pro_monthly': lapsed}), now_ms=NOW_MS)
     assert events_of(derived) == [
         ('INITIAL_PURCHASE', 'rcsync:purchase:txn_old'),
-        ('CANCELLATION', 'rcsync:refund:txn_old'),
+        ('CANCELLATION', f'rcsync:refund:txn_old:{NOW_MS - 2 * DAY_MS}'),
         ('EXPIRATION', 'rcsync:expiration:txn_old'),
     ]
     assert derived.events[2]['event']['event_timestamp_ms'] == NOW_MS - DAY_MS

@@ -5,11 +5,13 @@
   Each goes through the webhook's inbox: stored raw (``EVENT#stripe#{id}``) unless already there, then applied
   by business ids. An event the webhook already settled is a ``duplicate`` and changes nothing.
 - **RevenueCat**: no event log exists, so ``GET /v1/subscribers/{app_user_id}`` (the canonical state RevenueCat
-  recommends syncing from) is turned into the webhook events it implies, with the same business ids
-  (``rc:txn:{store_transaction_id}``, ``rc:refund:{store_transaction_id}:{event id}``): a purchase per non-subscription
-  purchase and per subscription's latest transaction, a ``CUSTOMER_SUPPORT`` cancellation per refund, an
-  expiration per lapsed subscription. They get deterministic ids (``rcsync:{kind}:{transaction}``), are stored
-  raw and applied by the same rules as webhooks, so anything missed is granted once and nothing is doubled.
+  recommends syncing from) is turned into the webhook events it implies: a purchase per non-subscription
+  purchase and per subscription's latest transaction (business id ``rc:txn:{store_transaction_id}``, as the
+  webhook's), a ``CUSTOMER_SUPPORT`` cancellation per refund, an expiration per lapsed subscription. They get
+  deterministic event ids (``rcsync:{purchase|expiration}:{transaction}``, ``rcsync:refund:{transaction}:
+  {refunded_at ms}``: a refund after a reversal is another event), are stored raw and applied by the same
+  rules as webhooks (a refund's effect is the store's newest refund report, whichever event brought it), so
+  anything missed is granted once and nothing is doubled.
 
 What RevenueCat's v1 subscriber object cannot tell: earlier periods of a subscription (only the latest
 transaction is listed), and the subscription's original transaction (the key of its plan state): the key of
@@ -319,7 +321,9 @@ def subscriber_events(
 
 
 def _envelope(kind: str, txn: str, event_type: str, at_ms: int, fields: dict[str, Any]) -> dict[str, Any]:
-    event = {**fields, 'id': f'{SYNC_PREFIX}:{kind}:{txn}', 'type': event_type, 'event_timestamp_ms': at_ms}
+    # A transaction is refunded again after a reversal: each refund the subscriber shows is an event of its own.
+    event_id = f'{SYNC_PREFIX}:{kind}:{txn}' + (f':{at_ms}' if kind == 'refund' else '')
+    event = {**fields, 'id': event_id, 'type': event_type, 'event_timestamp_ms': at_ms}
     return {'api_version': '1.0', 'event': event}
 
 
