@@ -87,12 +87,23 @@ Apis = tuple[FakeStripeServer, FakeRevenueCatServer]  # the fake Stripe and Reve
 ENTITLING_STRIPE_STATUSES = ('active', 'trialing', 'past_due')
 
 Delivery = Literal['now', 'twice', 'unreachable', 'lost_answer', 'later', 'lost']
-#: How the provider's first attempt goes: delivered, twice, with the ledger failing under it (503, retried
-#: later), queued (delivered late, in any order), or lost (only a backfill brings it).
-DELIVERIES: list[Delivery] = ['now', 'now', 'twice', 'unreachable', 'unreachable', 'lost_answer', 'later', 'lost']
+#: How the provider's first attempt goes: delivered, twice, with the ledger failing under it (503: the provider
+#: retries when time passes), queued (delivered late, in any order), or lost (only a backfill brings it).
+DELIVERIES: list[Delivery] = [
+    'now',
+    'now',
+    'twice',
+    'unreachable',
+    'unreachable',
+    'unreachable',
+    'lost_answer',
+    'later',
+    'lost',
+]
 deliveries = st.lists(st.sampled_from(DELIVERIES), min_size=3, max_size=3)
 fault_strategy: st.SearchStrategy[Fault] = st.sampled_from([None, None, 'unreachable', 'lost_answer'])
 recent = st.integers(0, 50)  # picks among things, the most recent first (Hypothesis favours small numbers)
+days_later = st.sampled_from([0, 0, 1, 11])  # when the customer acts: at once, a day or more than a period later
 
 
 # ---------------------------------------------------------------- time and faults
@@ -273,6 +284,11 @@ class PaymentsMachine(RuleBasedStateMachine):
         self.clock.set(self.now)
         return self.now
 
+    def wait(self, days: int) -> None:
+        """The customer's next action comes ``days`` later (nothing is retried meanwhile: see ``time_passes``)."""
+        self.now += days * DAY
+        self.clock.set(self.now)
+
     # ------------------------------------------------------------ sending events
     def stripe(self, event_type: str, obj: dict[str, Any], *facts: Fact) -> Sent:
         """A Stripe event created now (``tick`` first), also in the Events API's log as not delivered yet."""
@@ -327,9 +343,11 @@ class PaymentsMachine(RuleBasedStateMachine):
         product=st.sampled_from(['stripe:pack_100', 'stripe:pack_500', 'revenuecat:credits_100']),
         flow=st.sampled_from(['paid', 'paid', 'async_succeeded', 'async_failed']),
         how=deliveries,
+        days=days_later,
     )
-    def buy_pack(self, product: str, flow: str, how: list[Delivery]) -> None:
+    def buy_pack(self, product: str, flow: str, how: list[Delivery], days: int) -> None:
         """A pack: Stripe Checkout paid at once, or a delayed payment that succeeds or fails; or an in-app purchase."""
+        self.wait(days)
         tag = self.tag()
         if product == f'revenuecat:{RC_PACK}':
             txn = self.store_transaction(tag, RC_PACK)
@@ -392,11 +410,13 @@ class PaymentsMachine(RuleBasedStateMachine):
         plan=st.sampled_from(['pro', 'max']),
         trial=st.booleans(),
         how=deliveries,
+        days=days_later,
     )
-    def pay_subscription_period(self, provider: str, plan: str, trial: bool, how: list[Delivery]) -> None:
+    def pay_subscription_period(self, provider: str, plan: str, trial: bool, how: list[Delivery], days: int) -> None:
         """A subscription's next period. The first starts it (a free trial or paid): Stripe Checkout and the first
         invoice, or the store's first transaction; later ones renew it: a Stripe cycle invoice (a trial converts),
         a store renewal. One store subscription per account here; once it has ended, Stripe's."""
+        self.wait(days)
         if provider == 'revenuecat' and self.store_subscription is None:
             txn = self.store_transaction(self.tag(), RC_PLAN, period=True, trial=trial)
             self.store_subscription = StoreSubscription(txn.txn, [txn])
@@ -522,12 +542,14 @@ class PaymentsMachine(RuleBasedStateMachine):
         provider=st.sampled_from(['stripe', 'revenuecat']),
         change=st.sampled_from(['trouble', 'suspend', 'resume', 'switch_plan', 'cancel', 'end']),
         how=deliveries,
+        days=days_later,
     )
-    def change_subscription(self, provider: str, change: str, how: list[Delivery]) -> None:
+    def change_subscription(self, provider: str, change: str, how: list[Delivery], days: int) -> None:
         """Stripe: past_due (trouble), unpaid (suspend), active (resume), an upgrade or downgrade (switch_plan),
         canceled (cancel: final) or deleted (end: final). The store: a billing issue (trouble, suspend), an
         uncancellation (resume), a product change (switch_plan), an unsubscription (cancel: auto-renew off, the
         plan stays until the expiration) or the expiration (end)."""
+        self.wait(days)
         stripe = provider == 'stripe' and self.stripe_subscription is not None
         if stripe or not self.live_in_the_app():
             self.send(self.change_stripe_subscription(change), how)
@@ -602,12 +624,14 @@ class PaymentsMachine(RuleBasedStateMachine):
         share=st.integers(1, 100),
         reports=st.integers(1, 3),
         how=deliveries,
+        days=days_later,
     )
-    def take_money_back(self, which: int, kind: str, share: int, reports: int, how: list[Delivery]) -> None:
+    def take_money_back(self, which: int, kind: str, share: int, reports: int, how: list[Delivery], days: int) -> None:
         """``reports`` news about one payment, one event each. Stripe: refunds (the charge's refunds grow by
         ``share`` % of it, at least a cent) or the dispute's next steps (opened for ``share`` % of the charge,
         then won or lost; a won one may still be lost). The store: a refund (CANCELLATION, CUSTOMER_SUPPORT),
         the reversal of the refund, a refund again..."""
+        self.wait(days)
         payments: list[StripePayment | StoreTransaction] = [*self.stripe_payments, *self.store_transactions]
         payment = payments[len(payments) - 1 - which % len(payments)]
         events = []
@@ -672,11 +696,15 @@ class PaymentsMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.sent)
     @rule(which=recent, fault=fault_strategy, by_ops=st.booleans())
     def redeliver(self, which: int, fault: Fault, by_ops: bool) -> None:
-        """The provider delivers a queued event (late, out of order), retries a failed one, or sends one again;
-        or (``by_ops``) ops replay a stored event (ReplayPaymentEventFunction), whatever its status."""
+        """The provider delivers a queued event late (out of order) or sends one again; or (``by_ops``) ops replay
+        a stored event (ReplayPaymentEventFunction), whatever its status. A delivery that failed waits for the
+        provider's retry (``time_passes``), an ops replay, a backfill or another event of its payment."""
         if not by_ops or not self.stored():
-            candidates = [*self.queue, *reversed(self.sent)]
-            self.deliver_one(candidates[which % len(candidates)], fault)
+            candidates = [
+                s for s in [*self.queue, *reversed(self.sent)] if self.model.inbox.get(s.event_id) != 'failed'
+            ]
+            if candidates:
+                self.deliver_one(candidates[which % len(candidates)], fault)
             return
         stored = self.stored()
         sent = stored[which % len(stored)]
@@ -1008,10 +1036,10 @@ def test_a_refund_of_a_subscription_grant_skipped_on_a_late_retry_takes_no_other
     account = run(
         machine,
         lambda s: [
-            lambda: s.buy_pack('revenuecat:credits_100', 'paid', ['now']),
-            lambda: s.pay_subscription_period('revenuecat', 'pro', False, ['unreachable']),
+            lambda: s.buy_pack('revenuecat:credits_100', 'paid', ['now'], 0),
+            lambda: s.pay_subscription_period('revenuecat', 'pro', False, ['unreachable'], 0),
             lambda: s.time_passes(11, 0, True, False),
-            lambda: s.take_money_back(0, 'refund', 100, 1, ['now']),
+            lambda: s.take_money_back(0, 'refund', 100, 1, ['now'], 0),
         ],
     )
     # Then the refund takes nothing: the pack's 100 credits stay, nothing is owed
@@ -1027,10 +1055,10 @@ def test_a_store_refund_after_a_refund_reversal_takes_the_credits_again(
     account = run(
         machine,
         lambda s: [
-            lambda: s.buy_pack('revenuecat:credits_100', 'paid', ['now']),
-            lambda: s.take_money_back(0, 'refund', 100, 1, ['now']),
-            lambda: s.take_money_back(0, 'refund', 100, 1, ['now']),
-            lambda: s.take_money_back(0, 'refund', 100, 1, ['now']),
+            lambda: s.buy_pack('revenuecat:credits_100', 'paid', ['now'], 0),
+            lambda: s.take_money_back(0, 'refund', 100, 1, ['now'], 0),
+            lambda: s.take_money_back(0, 'refund', 100, 1, ['now'], 0),
+            lambda: s.take_money_back(0, 'refund', 100, 1, ['now'], 0),
         ],
     )
     # Then the 100 credits are taken again
@@ -1045,11 +1073,11 @@ def test_a_second_store_refund_brought_by_the_backfill_is_taken(
     machine = prepare(world, provider_apis, monkeypatch)
     state = machine()
     state.open_account()
-    state.buy_pack('revenuecat:credits_100', 'paid', ['now'])
-    state.take_money_back(0, 'refund', 100, 1, ['now'])
+    state.buy_pack('revenuecat:credits_100', 'paid', ['now'], 0)
+    state.take_money_back(0, 'refund', 100, 1, ['now'], 0)
     state.backfill('revenuecat')
-    state.take_money_back(0, 'refund', 100, 1, ['now'])
-    state.take_money_back(0, 'refund', 100, 1, ['lost'])
+    state.take_money_back(0, 'refund', 100, 1, ['now'], 0)
+    state.take_money_back(0, 'refund', 100, 1, ['lost'], 0)
     # When the backfill reconciles the subscriber, whose purchase shows the newer refund
     subscriber, _ = state.store_subscriber()
     revenuecat_api = provider_apis[1]
