@@ -90,19 +90,34 @@ def test_logout_signs_out_this_session_and_all_signs_out_every_session(stack: St
 
 
 def test_sign_ups_from_one_address_are_limited_and_refused_ones_create_nothing(stack: Stack):
-    # Given one address signing up 25 new devices (the stack's limit: 20 per address and hour)
+    # Given one address signing up 50 new devices (the stack's limit: 20 per address and hour)
     address = next_address()
-    devices = [f'e2e-flood-{uuid.uuid4().hex}' for _ in range(25)]
+    devices = [f'e2e-flood-{uuid.uuid4().hex}' for _ in range(50)]
+    accounts_before = count_accounts(stack)
     answers = [stack.post_from(address, '/v1/auth/device', json={'device_id': d}) for d in devices]
     statuses = [a.status_code for a in answers]
-    # Then the first 20 get accounts and the rest 429 with Retry-After
-    assert statuses == [200] * 20 + [429] * 5, statuses
+    # Then the first 20 get accounts and the other 30 get 429 with Retry-After
+    assert statuses == [200] * 20 + [429] * 30, statuses
     refused = answers[-1]
     assert refused.json()['error']['code'] == 'too_many_sign_ups'
     assert 0 < int(refused.headers['retry-after']) <= 3600
+    # And exactly 20 accounts were opened (so no welcome credits went anywhere else)
+    assert count_accounts(stack) == accounts_before + 20
     # And a refused device id was left unclaimed: from another address it signs up as a new device
     later = stack.post_from(next_address(), '/v1/auth/device', json={'device_id': devices[-1]})
     assert later.status_code == 200 and later.json()['device_secret']
+
+
+def count_accounts(stack: Stack) -> int:
+    table = stack.physical_id('LedgerTable')
+    pages = (
+        stack.client('dynamodb')
+        .get_paginator('scan')
+        .paginate(
+            TableName=table, FilterExpression='sk = :account', ExpressionAttributeValues={':account': {'S': 'ACCOUNT'}}
+        )
+    )
+    return sum(page['Count'] for page in pages)
 
 
 def _unsigned(header: dict[str, object], claims: dict[str, object]) -> str:
