@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
+from atelier.identity.api_keys import ApiKeys
 from atelier.identity.claims import AccountClaims
 from atelier.identity.deletion import (
     RECHECK_DELAY_SECONDS,
     AccountPurge,
     DeletionMarks,
     DeletionStatus,
-    NoApiKeys,
     request_deletion,
 )
 from atelier.identity.devices import DeviceDirectory
@@ -77,13 +77,14 @@ class Deletion:
         self.identities = IdentityDirectory(table, ddb)
         self.payments = PaymentsTable(self.events_table, ddb)
         self.marks = DeletionMarks(table, ddb)
+        self.api_keys = ApiKeys(table, ddb)
 
     def purge(self, **ports: Any) -> AccountPurge:
         return AccountPurge(
             marks=self.marks,
             queue=self.queue,
             sessions=self.sessions,
-            api_keys=NoApiKeys(),
+            api_keys=self.api_keys,
             tasks=ports.get('tasks', self.world.service),
             media=ports.get('media', self.world.service.media),
             claims=AccountClaims(self.world.ledger_table, self.world.ddb),
@@ -92,7 +93,7 @@ class Deletion:
 
     def request(self, account_id: str) -> Any:
         return request_deletion(
-            account_id, queue=self.queue, marks=self.marks, sessions=self.sessions, api_keys=NoApiKeys()
+            account_id, queue=self.queue, marks=self.marks, sessions=self.sessions, api_keys=self.api_keys
         )
 
     def device_sign_in(self, device_id: str, secret: str | None = None) -> Any:

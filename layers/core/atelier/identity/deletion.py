@@ -130,19 +130,6 @@ class ClaimReleaser(Protocol):
         ...
 
 
-class NoApiKeys:
-    """The API keys hook: account deletion revokes an account's keys through :class:`ApiKeyRevoker`.
-
-    API keys (``X-API-Key``, issue 10) are built on another branch; they will live in the ledger table under
-    ``ACCT#{account}`` / ``APIKEY#{id}`` plus a lookup item. Until their store is merged, an account has no keys
-    and this revokes none; the merge replaces it in :func:`atelier.wiring.api_keys` with the key store, whose
-    ``revoke_all`` must also make the lookup item refuse the key.
-    """
-
-    def revoke_all(self, account_id: str, reason: str) -> int:
-        return 0
-
-
 # ---------------------------------------------------------------------------------------------- adapters
 
 
