@@ -8,6 +8,7 @@ with a plan that allows 50, on moto and on DynamoDB Local.)
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import httpx
 
@@ -43,19 +44,22 @@ def test_30_concurrent_creates_with_credit_for_3_accept_exactly_3(stack: Stack) 
     assert balance(user) == {'available': 0, 'held': 0}
 
 
-def test_30_concurrent_creates_on_a_plan_of_5_accept_exactly_5(stack: Stack) -> None:
-    # Given a pro account with plenty of credit, and slow tasks that stay open
+def test_30_concurrent_creates_on_a_plan_of_5_never_run_more_than_5(stack: Stack) -> None:
+    # Given a pro account with plenty of credit, and slow tasks that stay open (until their 10 s deadline)
     user = pro_user(stack, 1000)
     # When 30 creates race
     responses = race(user, 'mock/slow', 30)
-    # Then exactly 5 are accepted (the plan's limit) and 25 refused with 429; 5 holds are open
-    assert sorted(r.status_code for r in responses) == [202] * 5 + [429] * 25
+    # Then 5 are accepted (the plan's limit) and the rest refused with 429...
+    assert {r.status_code for r in responses} == {202, 429}
     accepted = [r.json() for r in responses if r.status_code == 202]
-    # (a slow task may already be ending on a loaded machine, so count credits, not open holds)
-    assert sum(balance(user).values()) == 1000
     for task in accepted:
         user.post(f'/v1/tasks/{task["id"]}/cancel')
-    for task in accepted:
-        # canceled, or expired if its (short, local) deadline came first on a loaded machine: refunded either way
-        assert wait_final(user, task['id'])['status'] in {'canceled', 'expired'}
+    ended = [wait_final(user, task['id']) for task in accepted]
+    # ...canceled, or expired if its (short, local) deadline came first on a loaded machine: refunded either way
+    assert {task['status'] for task in ended} <= {'canceled', 'expired'}
     assert balance(user) == {'available': 1000, 'held': 0}
+    # ...and never more than 5 at once: on a loaded machine the race outlasts a slow task's deadline, and each
+    # task that ended before the last create frees a slot (so a 6th create may be accepted, and rightly)
+    last_created = max(datetime.fromisoformat(task['created_at']) for task in ended)
+    ended_during_race = sum(1 for task in ended if datetime.fromisoformat(task['completed_at']) <= last_created)
+    assert 5 <= len(accepted) <= 5 + ended_during_race
