@@ -35,6 +35,16 @@ def build() -> dict[str, Any]:
             name='X-API-Key',
             description='A server-side key with scopes (created by ops); accepted where a route lists it.',
         ),
+        'stripeSignature': APIKey(
+            **{'in': APIKeyIn.header},
+            name='Stripe-Signature',
+            description="Stripe's signature of the raw body with the endpoint's signing secret (t=...,v1=...).",
+        ),
+        'revenueCatAuthorization': APIKey(
+            **{'in': APIKeyIn.header},
+            name='Authorization',
+            description='The Authorization value configured for the webhook in the RevenueCat dashboard.',
+        ),
     }
     merge = OpenAPIMerge(
         title='Atelier API',
@@ -51,7 +61,7 @@ def build() -> dict[str, Any]:
         schema = json.loads(module.app.get_openapi_json_schema(security_schemes=security_schemes))
         merge.add_schema(_declared_routes_only(schema, spec.http_routes))
     document: dict[str, Any] = json.loads(merge.get_openapi_json_schema())
-    return _with_error_envelope(document)
+    return _with_task_inputs(_with_error_envelope(document))
 
 
 ERROR_SCHEMA = {
@@ -73,20 +83,58 @@ ERROR_SCHEMA = {
 
 
 def _with_error_envelope(document: dict[str, Any]) -> dict[str, Any]:
-    """Describe the errors the API really returns (Powertools documents its own 422 shape)."""
+    """Describe the errors the API really returns: each route lists its own (``atelier.api.contract.answers``);
+    Powertools adds a 422 of its own shape to every route, kept only where the route lists 422 (as ``Error``)."""
     schemas = document.setdefault('components', {}).setdefault('schemas', {})
     for name in ('HTTPValidationError', 'ValidationError', 'ResponseValidationError'):
         schemas.pop(name, None)
     schemas['Error'] = ERROR_SCHEMA
-    error = {
-        'description': 'Error',
-        'content': {'application/json': {'schema': {'$ref': '#/components/schemas/Error'}}},
-    }
     for operations in document.get('paths', {}).values():
         for operation in operations.values():
             responses = operation.setdefault('responses', {})
-            responses.pop('422', None)
-            responses['4XX'] = error
+            if 'HTTPValidationError' in json.dumps(responses.get('422', {})):
+                responses.pop('422')
+    return document
+
+
+TASK_REQUESTS = ('CreateTaskRequest', 'EstimateRequest')
+
+
+def _with_task_inputs(document: dict[str, Any]) -> dict[str, Any]:
+    """Say what the server enforces of a task request: ``model`` is a model of the catalog and ``input`` its family's
+    schema. One schema per family (``<Family>Input``), one branch per family (``<Family>Task``), and the request is
+    one of the branches, told apart by ``model`` (a discriminator, so generated clients get typed inputs)."""
+    from atelier.catalog.models import load_catalog
+
+    schemas = document['components']['schemas']
+    families: dict[str, list[str]] = {}
+    for spec in load_catalog():
+        families.setdefault(spec.family, []).append(spec.id)
+    branches, mapping = [], {}
+    for family, model_ids in sorted(families.items()):
+        input_model = load_catalog().get(model_ids[0]).input_model
+        input_name, branch_name = input_model.__name__, input_model.__name__.removesuffix('Input') + 'Task'
+        schemas[input_name] = input_model.model_json_schema(ref_template='#/components/schemas/{model}')
+        schemas[branch_name] = {
+            'type': 'object',
+            'title': branch_name,
+            'description': f'A task of a {family} model: ' + ', '.join(model_ids) + '.',
+            'required': ['model', 'input'],
+            'additionalProperties': False,
+            'properties': {
+                'model': {'type': 'string', 'enum': model_ids},
+                'input': {'$ref': f'#/components/schemas/{input_name}'},
+            },
+        }
+        branches.append({'$ref': f'#/components/schemas/{branch_name}'})
+        mapping |= dict.fromkeys(model_ids, f'#/components/schemas/{branch_name}')
+    for name in TASK_REQUESTS:
+        schemas[name] = {
+            'title': name,
+            'description': schemas[name].get('description', ''),
+            'oneOf': branches,
+            'discriminator': {'propertyName': 'model', 'mapping': mapping},
+        }
     return document
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from atelier.api import create_resolver, resolve
 from atelier.api.auth import account_read, authenticated_account, authenticated_session
+from atelier.api.contract import BEARER, BEARER_OR_KEY, BODY, answers
 from atelier.config import get_settings
 from atelier.identity.deletion import request_deletion
 from atelier.identity.identities import sign_in_identity
@@ -126,7 +127,15 @@ def _session_out(tokens: SessionTokens) -> dict[str, Any]:
     }
 
 
-@app.post('/v1/auth/device', tags=['identity'])
+@app.post(
+    '/v1/auth/device',
+    tags=['identity'],
+    operation_id='signInDevice',
+    summary='Sign in (and up) with a device id: an anonymous account of this device',
+    responses=answers(
+        {200: 'A session; on the first sign-in of this device id, its device_secret'}, BODY, 401, 409, 429, 503
+    ),
+)
 def handle_device_sign_in(body: DeviceSignInIn) -> DeviceSessionOut:
     settings = get_settings()
     signed_in = sign_in_device(
@@ -142,7 +151,13 @@ def handle_device_sign_in(body: DeviceSignInIn) -> DeviceSessionOut:
     return DeviceSessionOut(**_session_out(tokens), device_secret=signed_in.device_secret)
 
 
-@app.get('/v1/auth/providers', tags=['identity'])
+@app.get(
+    '/v1/auth/providers',
+    tags=['identity'],
+    operation_id='listAuthProviders',
+    summary='The OpenID Connect providers enabled for sign-in (Apple, Google, Firebase...)',
+    responses=answers({200: 'The enabled providers'}),
+)
 def handle_list_providers() -> ProvidersOut:
     return ProvidersOut(
         providers=[
@@ -151,7 +166,13 @@ def handle_list_providers() -> ProvidersOut:
     )
 
 
-@app.post('/v1/auth/oidc', tags=['identity'])
+@app.post(
+    '/v1/auth/oidc',
+    tags=['identity'],
+    operation_id='signInWithOidc',
+    summary="Sign in (and up) with a provider's ID token",
+    responses=answers({200: "A session of the identity's account"}, BODY, 401, 404, 409, 429, 503),
+)
 def handle_oidc_sign_in(body: OidcSignInIn) -> SessionOut:
     """Sign in with an ID token of an enabled provider: its identity's account (opened on first sign-in)."""
     settings = get_settings()
@@ -167,7 +188,14 @@ def handle_oidc_sign_in(body: OidcSignInIn) -> SessionOut:
     return SessionOut(**_session_out(sessions().start(account_id)))
 
 
-@app.post('/v1/auth/link', tags=['identity'], security=[{'bearer': []}])
+@app.post(
+    '/v1/auth/link',
+    tags=['identity'],
+    security=[{'bearer': []}],
+    operation_id='linkIdentity',
+    summary="Link a provider's identity to the signed-in account",
+    responses=answers({200: 'Linked'}, BODY, BEARER, 404, 409),
+)
 def handle_link(account_id: Annotated[str, Depends(authenticated_account)], body: OidcSignInIn) -> LinkOut:
     """Link an identity to the signed-in account (which keeps its credits); 409 if it belongs to another."""
     identity = oidc_verifier().verify(body.provider, body.id_token, body.nonce)
@@ -175,12 +203,25 @@ def handle_link(account_id: Annotated[str, Depends(authenticated_account)], body
     return LinkOut(account_id=account_id, provider=identity.provider)
 
 
-@app.post('/v1/auth/refresh', tags=['identity'])
+@app.post(
+    '/v1/auth/refresh',
+    tags=['identity'],
+    operation_id='refreshSession',
+    summary='Trade a refresh token (once) for a new access token and refresh token',
+    responses=answers({200: 'The renewed session'}, BODY, 401, 409, 503),
+)
 def handle_refresh(body: RefreshIn) -> SessionOut:
     return SessionOut(**_session_out(sessions().refresh(body.refresh_token)))
 
 
-@app.post('/v1/auth/logout', tags=['identity'], security=[{'bearer': []}])
+@app.post(
+    '/v1/auth/logout',
+    tags=['identity'],
+    security=[{'bearer': []}],
+    operation_id='signOut',
+    summary='Sign out this session, or every session of the account',
+    responses=answers({200: 'Signed out'}, BODY, BEARER),
+)
 def handle_logout(
     claims: Annotated[Claims, Depends(authenticated_session)], body: Annotated[LogoutIn | None, Body()] = None
 ) -> LogoutOut:
@@ -189,7 +230,14 @@ def handle_logout(
     return LogoutOut(revoked_sessions=sessions().end(claims, everywhere=everywhere))
 
 
-@app.get('/v1/me', tags=['identity'], security=[{'bearer': []}, {'apiKey': []}])
+@app.get(
+    '/v1/me',
+    tags=['identity'],
+    security=[{'bearer': []}, {'apiKey': []}],
+    operation_id='getMe',
+    summary='The account: its plan, balance and limits',
+    responses=answers({200: 'The account'}, BEARER_OR_KEY),
+)
 def handle_get_me(account_id: Annotated[str, Depends(account_read)]) -> MeOut:
     profile = get_profile(account_id, ledger=ledger())
     account = profile.account
@@ -205,7 +253,9 @@ def handle_get_me(account_id: Annotated[str, Depends(account_read)]) -> MeOut:
     '/v1/me',
     tags=['identity'],
     security=[{'bearer': []}],
-    responses={202: {'description': 'Deletion under way', 'content': {'application/json': {'model': DeletionOut}}}},
+    operation_id='deleteMe',
+    summary='Delete the account and everything of it',
+    responses=answers({202: 'Deletion under way'}, BEARER),
 )
 def handle_delete_me(account_id: Annotated[str, Depends(authenticated_account)]) -> Response[DeletionOut]:
     """Delete the account: its sessions and tokens end now; tasks, files, devices and identities follow."""

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from atelier.api import create_resolver, resolve
 from atelier.api.auth import ledger_read
+from atelier.api.contract import BEARER_OR_KEY, answers
 from atelier.observability import logger
 from atelier.wiring import ledger
 
@@ -31,11 +32,20 @@ class LedgerPage(BaseModel):
     next_cursor: str | None
 
 
-@app.get('/v1/ledger', tags=['credits'], security=[{'bearer': []}, {'apiKey': []}])
+@app.get(
+    '/v1/ledger',
+    tags=['credits'],
+    security=[{'bearer': []}, {'apiKey': []}],
+    operation_id='listLedgerEntries',
+    summary="The account's credit entries, newest first: every grant, hold, capture, release and refund",
+    responses=answers(
+        {200: 'A page of entries; pass next_cursor as cursor for the next page'}, BEARER_OR_KEY, 400, 422
+    ),
+)
 def handle_list_ledger(
     account_id: Annotated[str, Depends(ledger_read)],
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[str | None, Query(max_length=512, description='next_cursor of the previous page.')] = None,
 ) -> LedgerPage:
     page = ledger().list_entries(account_id, limit=limit, cursor=cursor)
     return LedgerPage(

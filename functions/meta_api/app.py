@@ -6,6 +6,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from atelier.api import create_resolver, resolve
+from atelier.api.contract import answers
 from atelier.api.http import error_response
 from atelier.api.meta import allowed_methods, openapi_document, swagger_html
 from atelier.observability import logger
@@ -17,7 +18,13 @@ class Health(BaseModel):
     status: str
 
 
-@app.get('/health', tags=['meta'])
+@app.get(
+    '/health',
+    tags=['meta'],
+    operation_id='getHealth',
+    summary='Whether the API answers',
+    responses=answers({200: 'It does'}),
+)
 def handle_health() -> Health:
     return Health(status='ok')
 

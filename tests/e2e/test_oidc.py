@@ -105,9 +105,9 @@ def test_refused_id_tokens_are_401_and_create_nothing(stack: Stack, case: str):
     assert accounts_and_identities(stack) == before
 
 
-def test_an_unknown_provider_is_422(stack: Stack):
+def test_an_unknown_provider_is_404(stack: Stack):
     response = stack.http.post('/v1/auth/oidc', json={'provider': 'nope', 'id_token': 'x.y.z'})
-    assert response.status_code == 422 and response.json()['error']['code'] == 'unknown_provider'
+    assert response.status_code == 404 and response.json()['error']['code'] == 'unknown_provider'
 
 
 def test_a_key_rotation_at_the_issuer_keeps_sign_in_working(stack: Stack):

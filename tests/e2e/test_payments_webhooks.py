@@ -85,7 +85,7 @@ def test_a_bad_stripe_signature_is_refused_over_http(stack: Stack):
     fake = stack.server.services['stripe']
     checkout = user.post('/v1/checkout', json={'pack_id': 'pack_100'}).json()
     response = post_stripe(stack, fake.completed_event(checkout['session_id']), secret='whsec_not_ours')
-    assert response.status_code == 400
+    assert response.status_code == 401
     assert response.json()['error']['code'] == 'invalid_signature'
     assert me(user)['balance']['available'] == 0
 

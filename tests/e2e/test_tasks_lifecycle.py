@@ -236,7 +236,8 @@ def test_limits_and_validation_over_http(stack: Stack) -> None:
     poor = funded(stack, 3)
     assert create(poor, 'mock/image').status_code == 402
     user = funded(stack, 100)
-    assert create(user, 'nope/model').json()['error']['code'] == 'unknown_model'
+    unknown = create(user, 'nope/model')
+    assert (unknown.status_code, unknown.json()['error']['code']) == (404, 'unknown_model')
     assert create(user, 'mock/image', num_images=99).status_code == 422
     slow = [create(user, 'mock/slow') for _ in range(2)]
     assert [r.status_code for r in slow] == [202, 202]

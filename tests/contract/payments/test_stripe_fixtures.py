@@ -135,5 +135,5 @@ def test_a_basil_shaped_invoice_grants_the_period(world: World):
 def test_a_fixture_with_a_bad_signature_is_refused_and_not_stored(world: World):
     event = stripe_event('checkout.session.completed', paid_checkout(world.account()), event_id='evt_bad_sig')
     reply = world.stripe(event, secret='whsec_not_ours')
-    assert (reply.status, reply.body['error']['code']) == (400, 'invalid_signature')
+    assert (reply.status, reply.body['error']['code']) == (401, 'invalid_signature')
     assert world.stored('stripe', 'evt_bad_sig') is None

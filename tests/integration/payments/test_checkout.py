@@ -110,17 +110,27 @@ def test_checkout_of_a_plan_creates_a_subscription_session(world: World, stripe_
 @pytest.mark.parametrize(
     ('body', 'code'),
     [
-        ({'pack_id': 'pack_999'}, 'unknown_item'),
-        ({'plan_id': 'free'}, 'unknown_item'),
         ({'pack_id': 'pack_100', 'plan_id': 'pro'}, 'validation_error'),
+        ({'pack_id': None, 'plan_id': 'pro'}, 'validation_error'),
+        ({'pack_id': ''}, 'validation_error'),
         ({}, 'validation_error'),
         ({'pack_id': 'pack_100', 'credits': 5}, 'validation_error'),
     ],
 )
-def test_checkout_of_something_not_for_sale_is_422(world: World, stripe_api: FakeStripeServer, body, code):
+def test_a_checkout_that_is_not_exactly_one_pack_or_plan_is_422(
+    world: World, stripe_api: FakeStripeServer, body, code
+):
     account = world.account()
     reply = world.api('POST', '/v1/checkout', account, body)
     assert reply.status == 422 and reply.body['error']['code'] == code
+    assert stripe_api.requests == []
+
+
+@pytest.mark.parametrize('body', [{'pack_id': 'pack_999'}, {'plan_id': 'free'}])
+def test_checkout_of_something_not_for_sale_is_404(world: World, stripe_api: FakeStripeServer, body):
+    account = world.account()
+    reply = world.api('POST', '/v1/checkout', account, body)
+    assert reply.status == 404 and reply.body['error']['code'] == 'unknown_item'
     assert stripe_api.requests == []
 
 

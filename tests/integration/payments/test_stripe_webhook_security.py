@@ -41,15 +41,15 @@ def test_a_signed_event_is_accepted_stored_and_granted(world: World):
         ),
     ],
 )
-def test_a_bad_signature_is_refused_with_400_and_nothing_is_stored(world: World, tamper):
+def test_a_bad_signature_is_refused_with_401_and_nothing_is_stored(world: World, tamper):
     # Given a genuine event whose body or signature was tampered with
     account, event = paid_pack(world)
     body = json.dumps(event)
     body, header = tamper(body, stripe_signature(body))
     # When it is posted
     reply = world.stripe(body, header=header)
-    # Then it is refused as a bad request, nothing is stored and no credit moves
-    assert reply.status == 400
+    # Then it is refused (401: its sender is not proven), nothing is stored and no credit moves
+    assert reply.status == 401
     assert reply.body['error']['code'] == 'invalid_signature'
     assert world.event_items() == []
     assert world.balance(account) == 0
@@ -107,7 +107,16 @@ def test_malformed_json_with_a_valid_signature_is_a_400(world: World):
     body = '{"id": "evt_1", "type": '
     # When it is posted
     reply = world.stripe(body)
-    # Then it is a bad request, not a server error
+    # Then it is a bad request, not a server error, and nothing is stored
+    assert reply.status == 400
+    assert reply.body['error']['code'] == 'malformed_json'
+    assert world.event_items() == []
+
+
+def test_signed_json_that_is_not_a_stripe_event_is_a_400(world: World):
+    # Given a correctly signed JSON object that is no Stripe event
+    reply = world.stripe('{"hello": "world"}')
+    # Then it is a bad request, and nothing is stored
     assert reply.status == 400
     assert reply.body['error']['code'] == 'malformed_event'
 
@@ -156,5 +165,5 @@ def test_no_webhook_secret_configured_refuses_everything(world: World):
     # When a (correctly signed) event arrives
     reply = world.stripe(event)
     # Then it is refused: no secret, no trust
-    assert reply.status == 400
+    assert reply.status == 401
     assert world.event_items() == []

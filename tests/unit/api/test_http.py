@@ -1,13 +1,16 @@
 """The HTTP conventions every API function gets from ``create_resolver`` + ``resolve``."""
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
+from aws_lambda_powertools.event_handler import Depends
+from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.event_handler.request import Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from atelier.api import create_resolver, resolve
-from atelier.errors import Conflict, NotFound
+from atelier.errors import Conflict, NotFound, Unauthorized
 from tests.utils import http_event
 
 app = create_resolver()
@@ -27,6 +30,22 @@ def create_thing(thing: Thing) -> dict[str, Any]:
     if thing.name == 'bug':
         raise RuntimeError('a bug, not bad input')
     return {'name': thing.name}
+
+
+def signed_in(request: Request) -> str:
+    if request.headers.get('authorization') != 'Bearer good':
+        raise Unauthorized('Send a good token.', code='missing_token')
+    return 'acct_1'
+
+
+@app.post('/private/things')
+def create_private_thing(account_id: Annotated[str, Depends(signed_in)], thing: Thing) -> dict[str, Any]:
+    return {'account_id': account_id, 'name': thing.name}
+
+
+@app.get('/things/<thing_id>')
+def get_thing(thing_id: Annotated[str, Path(max_length=8)]) -> dict[str, Any]:
+    return {'id': thing_id}
 
 
 def call(body: str | bytes | None, content_type: str | None = 'application/json') -> tuple[int, dict[str, Any]]:
@@ -89,3 +108,47 @@ def test_an_unknown_route_is_a_json_404():
     response = resolve(app, http_event('GET', '/nothing-here'), None)
     assert response['statusCode'] == 404
     assert json.loads(response['body'])['error']['code'] == 'route_not_found'
+
+
+@pytest.mark.parametrize('body', ['{}', '{"name": 3}', '[{"name": "lamp"}]'])
+def test_authentication_is_answered_before_the_body_is_judged(body: str):
+    # Given a request without credentials whose body is invalid
+    event = http_event('POST', '/private/things', body=body, headers={'content-type': 'application/json'})
+    response = resolve(app, event, None)
+    # Then it is told 401 (who it is matters first), not 422
+    assert response['statusCode'] == 401
+    assert json.loads(response['body'])['error']['code'] == 'missing_token'
+
+
+def test_a_json_array_is_not_taken_as_its_first_item():
+    # Powertools would validate [{...}] as {...}; the API takes objects only
+    headers = {'content-type': 'application/json', 'authorization': 'Bearer good'}
+    event = http_event('POST', '/private/things', body='[{"name": "lamp"}]', headers=headers)
+    response = resolve(app, event, None)
+    assert response['statusCode'] == 422
+    assert json.loads(response['body'])['error']['code'] == 'validation_error'
+    good = http_event('POST', '/private/things', body='{"name": "lamp"}', headers=headers)
+    assert json.loads(resolve(app, good, None)['body']) == {'account_id': 'acct_1', 'name': 'lamp'}
+
+
+@pytest.mark.parametrize(
+    ('raw_path', 'status', 'answer'),
+    [
+        ('/things/tsk%5Fabc', 200, {'id': 'tsk_abc'}),  # decoded, as API Gateway passes path parameters
+        ('/things/%C3%A9t%C3%A9', 200, {'id': 'été'}),  # the length is counted on the decoded text
+        ('/things/a%2Fb', 404, None),  # an encoded / is a separator once decoded: no such route
+    ],
+)
+def test_path_parameters_are_percent_decoded(raw_path: str, status: int, answer: dict[str, Any] | None):
+    response = resolve(app, http_event('GET', raw_path), None)
+    assert response['statusCode'] == status
+    if answer is not None:
+        assert json.loads(response['body']) == answer
+
+
+def test_a_base64_body_that_is_not_base64_is_malformed():
+    event = http_event('POST', '/things', headers={'content-type': 'application/json'})
+    event.update(body='%%% not base64 %%%', isBase64Encoded=True)
+    response = resolve(app, event, None)
+    assert response['statusCode'] == 400
+    assert json.loads(response['body'])['error']['code'] == 'malformed_json'

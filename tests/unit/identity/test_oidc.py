@@ -329,10 +329,10 @@ def test_a_token_that_is_not_a_json_object_is_refused(issuer: LocalOidcIssuer, v
     assert 'malformed' in refused(verifier, issuer.mint([1, 2, 3])).message  # type: ignore[arg-type]
 
 
-def test_an_unknown_provider_is_invalid_input(issuer: LocalOidcIssuer, verifier: OidcVerifier):
+def test_an_unknown_provider_is_not_found(issuer: LocalOidcIssuer, verifier: OidcVerifier):
     with pytest.raises(UnknownProvider) as caught:
         verifier.verify('apple', issuer.id_token('u'))
-    assert (caught.value.kind, caught.value.code) == (ErrorKind.INVALID, 'unknown_provider')
+    assert (caught.value.kind, caught.value.code) == (ErrorKind.NOT_FOUND, 'unknown_provider')
     assert issuer.requests == []
 
 

@@ -53,7 +53,7 @@ def test_the_signature_is_stripes_own_scheme():
 def test_bad_signatures_are_refused(body, header):
     with pytest.raises(InvalidSignature) as refused:
         verify(body, header)
-    assert refused.value.kind.value == 'bad_request'
+    assert refused.value.kind.value == 'unauthorized'  # 401, like every webhook whose sender is not proven
 
 
 def test_no_secret_refuses_everything():

@@ -12,9 +12,16 @@ import base64
 import binascii
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.depends import (
+    DependencyResolutionError,
+    build_dependency_tree,
+    solve_dependencies,
+)
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
 from atelier.errors import DomainError, ErrorKind
@@ -72,8 +79,44 @@ def create_resolver() -> APIGatewayHttpResolver:
             STATUS_BY_KIND[exc.kind], exc.code, exc.message, request_id(), exc.details or None, headers
         )
 
+    def _authentication_refused() -> Response[Any] | None:
+        """The answer of the route's authentication, if it refuses (None when it accepts, or there is none).
+
+        Powertools validates the request before it resolves ``Depends``; a request that is both unauthenticated and
+        invalid must still be told 401, so a validation error runs the route's dependencies first."""
+        route = app.context.get('_route')
+        if route is None or not route.has_dependencies:
+            return None
+        try:
+            solve_dependencies(dependant=build_dependency_tree(route.func), request=app.request)
+        except DependencyResolutionError as exc:
+            if isinstance(exc.__cause__, DomainError):
+                refused: Response[Any] = _domain_error(exc.__cause__)
+                return refused
+            raise
+        return None
+
+    def _objects_only(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
+        """Refuse a JSON array where the route takes an object: Powertools' validation takes an array's first item
+        as the body (its rule for repeated query parameters), so ``[{...}]`` would pass as ``{...}``."""
+        route = app.context.get('_route')
+        if (
+            route is not None
+            and route.body_field is not None
+            and raw_body(app.current_event.raw_event).lstrip()[:1] == b'['
+        ):
+            raise RequestValidationError(
+                [{'loc': ('body',), 'type': 'model_type', 'msg': 'The body must be a JSON object'}]
+            )
+        return next_middleware(app)
+
+    app.use(middlewares=[_objects_only])
+
     @app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
     def _validation_error(exc: RequestValidationError) -> Response[Any]:
+        refused = _authentication_refused()
+        if refused is not None:
+            return refused
         errors = list(exc.errors())
         if any(e.get('type') == 'json_invalid' for e in errors):
             return error_response(HTTPStatus.BAD_REQUEST, 'malformed_json', 'The body is not valid JSON.', request_id())
@@ -104,7 +147,18 @@ def resolve(app: APIGatewayHttpResolver, event: dict[str, Any], context: Any) ->
     rejection = _reject_body(event)
     if rejection is not None:
         return rejection
-    return app.resolve(event, context)
+    return app.resolve(_path_decoded(event), context)
+
+
+def _path_decoded(event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` with its path percent-decoded, as API Gateway decodes the path parameters it passes.
+
+    Powertools matches routes on ``rawPath`` (still encoded), so ``/v1/tasks/tsk%5Fabc`` would reach the handler as
+    ``tsk%5Fabc``. Decoded once: an encoded ``/`` becomes a separator, and such a path matches no route (404)."""
+    raw_path = event.get('rawPath')
+    if not isinstance(raw_path, str) or '%' not in raw_path:
+        return event
+    return {**event, 'rawPath': unquote(raw_path, errors='replace')}
 
 
 def raw_body(event: dict[str, Any]) -> bytes:
@@ -156,6 +210,8 @@ def _too_deep(body: bytes) -> bool:
 def _reject_body(event: dict[str, Any]) -> dict[str, Any] | None:
     body = raw_body(event)
     if not body:
+        if event.get('body') and event.get('isBase64Encoded'):  # not base64 after all: never a body we can read
+            return _rejection(event, HTTPStatus.BAD_REQUEST, 'malformed_json', 'The body is not valid JSON.')
         return None
     headers = {k.lower(): v for k, v in (event.get('headers') or {}).items()}
     if len(body) > MAX_BODY_BYTES:
@@ -173,6 +229,10 @@ def _reject_body(event: dict[str, Any]) -> dict[str, Any] | None:
         status, code, message = HTTPStatus.BAD_REQUEST, 'malformed_json', 'The body is nested too deeply.'
     else:
         return None
+    return _rejection(event, status, code, message)
+
+
+def _rejection(event: dict[str, Any], status: HTTPStatus, code: str, message: str) -> dict[str, Any]:
     import json
 
     return {

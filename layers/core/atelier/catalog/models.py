@@ -16,12 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from atelier.catalog.pricing import Pricing, Usage, price
 from atelier.catalog.schemas import FAMILIES, FamilyInput
-from atelier.errors import InvalidInput
+from atelier.errors import InvalidInput, NotFound
 
 CATALOG_PATH = Path(__file__).with_name('models.json')
 
 
-class UnknownModel(InvalidInput):
+class UnknownModel(NotFound):
+    """A model this deployment does not run (404: ``GET /v1/models`` lists those it does)."""
+
     code = 'unknown_model'
 
 

@@ -12,11 +12,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from atelier.jsontypes import JsonInt
+
 UPLOADS_PREFIX = 'uploads/'
 
 #: A key returned by ``POST /v1/uploads``: ``uploads/{account_id}/{name}``.
 UploadKey = Annotated[str, StringConstraints(pattern=r'^uploads/[^/]{1,128}/[A-Za-z0-9][A-Za-z0-9._-]{0,127}$')]
-Prompt = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+#: Not blank: at least one character other than a space, tab or line break (an explicit class, so that the
+#: document's pattern means the same to every regex engine; ``\s`` differs between them).
+Prompt = Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=r'[^ \t\n\r]')]
 
 
 class FamilyInput(BaseModel):
@@ -35,16 +39,16 @@ class FamilyInput(BaseModel):
 class TextToImageInput(FamilyInput):
     prompt: Prompt
     negative_prompt: Annotated[str, StringConstraints(max_length=2000)] | None = None
-    num_images: int = Field(default=1, ge=1, le=4)
+    num_images: JsonInt = Field(default=1, ge=1, le=4)
     resolution: Literal['512x512', '1024x1024'] = '1024x1024'
     quality: Literal['standard', 'hd'] = 'standard'
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    seed: JsonInt | None = Field(default=None, ge=0, le=2**32 - 1)
 
 
 class ImageToVideoInput(FamilyInput):
     prompt: Prompt
     image: UploadKey
-    duration_seconds: int = Field(default=5, ge=1, le=10)
+    duration_seconds: JsonInt = Field(default=5, ge=1, le=10)
     resolution: Literal['720p', '1080p'] = '720p'
 
 
@@ -52,17 +56,17 @@ class MockImageInput(FamilyInput):
     """The local ``mock`` models. ``fail_submits`` makes the mock provider refuse that many submits (503)."""
 
     prompt: Prompt
-    num_images: int = Field(default=1, ge=1, le=4)
+    num_images: JsonInt = Field(default=1, ge=1, le=4)
     image: UploadKey | None = None
-    fail_submits: int = Field(default=0, ge=0, le=3)
+    fail_submits: JsonInt = Field(default=0, ge=0, le=3)
 
 
 class MockVideoInput(FamilyInput):
     prompt: Prompt
-    duration_seconds: int = Field(default=4, ge=1, le=10)
+    duration_seconds: JsonInt = Field(default=4, ge=1, le=10)
     resolution: Literal['480p', '720p'] = '480p'
     image: UploadKey | None = None
-    fail_submits: int = Field(default=0, ge=0, le=3)
+    fail_submits: JsonInt = Field(default=0, ge=0, le=3)
 
 
 FAMILIES: dict[str, type[FamilyInput]] = {

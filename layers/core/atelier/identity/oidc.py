@@ -51,7 +51,7 @@ from pydantic import (
     field_validator,
 )
 
-from atelier.errors import DomainError, ErrorKind, InvalidInput, Unauthorized
+from atelier.errors import DomainError, ErrorKind, NotFound, Unauthorized
 
 if TYPE_CHECKING:
     import httpx
@@ -81,8 +81,8 @@ class InvalidIdToken(Unauthorized):
     code = 'invalid_id_token'
 
 
-class UnknownProvider(InvalidInput):
-    """The request names a provider that is not enabled (422)."""
+class UnknownProvider(NotFound):
+    """The request names a provider that is not enabled (404: GET /v1/auth/providers lists those that are)."""
 
     code = 'unknown_provider'
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from atelier.errors import Conflict, DomainError, ErrorKind, InvalidInput, Unauthorized
+from atelier.errors import Conflict, DomainError, ErrorKind, NotFound, Unauthorized
 
 
-class InvalidSignature(DomainError):
-    """A Stripe webhook whose ``Stripe-Signature`` does not verify (or is missing, or too old). Nothing stored."""
+class InvalidSignature(Unauthorized):
+    """A Stripe webhook whose ``Stripe-Signature`` does not verify (or is missing, or too old). Nothing stored.
 
-    kind = ErrorKind.BAD_REQUEST
+    401, like every webhook whose sender is not proven (Stripe retries any non-2xx alike)."""
+
     code = 'invalid_signature'
 
 
@@ -32,7 +33,7 @@ class ModeMismatch(DomainError):
     code = 'mode_mismatch'
 
 
-class UnknownItem(InvalidInput):
+class UnknownItem(NotFound):
     """Checkout of a pack or plan that the catalog does not sell."""
 
     code = 'unknown_item'

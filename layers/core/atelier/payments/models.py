@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 
 class PackOut(BaseModel):
@@ -31,12 +32,23 @@ class PacksOut(BaseModel):
 
 
 class CheckoutIn(BaseModel):
-    """Exactly one of ``pack_id`` (a credit pack) or ``plan_id`` (a subscription)."""
+    """Exactly one of ``pack_id`` (a credit pack) or ``plan_id`` (a subscription), ids from ``GET /v1/packs``."""
 
-    model_config = ConfigDict(extra='forbid')
+    model_config = ConfigDict(
+        extra='forbid',
+        json_schema_extra={'oneOf': [{'required': ['pack_id']}, {'required': ['plan_id']}]},
+    )
 
-    pack_id: str | None = Field(default=None, max_length=64)
-    plan_id: str | None = Field(default=None, max_length=64)
+    # Left out, never null: the schema says string (SkipJsonSchema hides the None that only the default may be).
+    pack_id: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=64, examples=['pack_100'])
+    plan_id: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=64, examples=['pro'])
+
+    @field_validator('pack_id', 'plan_id', mode='before')
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError('send a string, or leave the field out')
+        return value
 
     @model_validator(mode='after')
     def _exactly_one(self) -> CheckoutIn:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from atelier.errors import Conflict, DomainError, ErrorKind, Forbidden, InvalidInput, NotFound
+from atelier.errors import Conflict, DomainError, ErrorKind, Forbidden, NotFound
 
 
 class TaskNotFound(NotFound):
@@ -32,5 +32,7 @@ class ForeignUpload(Forbidden):
     code = 'foreign_upload'
 
 
-class UploadNotFound(InvalidInput):
+class UploadNotFound(NotFound):
+    """The input references an upload key that was never uploaded (404, like any id that names nothing)."""
+
     code = 'upload_not_found'

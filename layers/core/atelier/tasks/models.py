@@ -110,10 +110,14 @@ class TaskPage(_Frozen):
 
 
 class CreateTaskRequest(BaseModel):
+    """A model of the catalog (``GET /v1/models``) and its input, which that model's ``input_schema`` describes.
+
+    The OpenAPI document details it per model family (``infra.openapi``); the catalog validates it."""
+
     model_config = ConfigDict(extra='forbid')
 
-    model: str = Field(min_length=1, max_length=200)
-    input: dict[str, Any]
+    model: str = Field(min_length=1, max_length=200, examples=['mock/image'])
+    input: dict[str, Any] = Field(examples=[{'prompt': 'a red fox in the snow', 'num_images': 1}])
 
 
 class EstimateRequest(CreateTaskRequest):

@@ -117,7 +117,7 @@ class TaskService:
 
         The same key with the same body gives the same task (``new=False``); with another body, 409.
         """
-        key = (idempotency_key or '').strip()
+        key = (idempotency_key or '').strip(' \t')  # what HTTP would strip (RFC 9110 OWS), nothing more
         if not 1 <= len(key) <= 255:
             raise InvalidIdempotencyKey('Send an Idempotency-Key header of 1 to 255 characters.')
         digest = request_hash(request.model, request.input)
