@@ -1,66 +1,53 @@
-"""Building payment provider events for tests: Stripe objects and signatures, RevenueCat envelopes.
-
-The shapes follow the pinned API versions' payloads (Stripe ``basil`` and later for invoices and
-subscriptions, with the legacy fields where noted), reduced to the fields Atelier reads.
+"""Payment provider events for tests: the shared builders of :mod:`infra.local.payment_events` (also used by
+the fake Stripe's checkout page and ``python -m infra.local trigger``), and the API Gateway events of a
+provider posting them to a webhook handler.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import itertools
 import json
-import time
-import uuid
 from typing import Any
 
+from infra.local.payment_events import (
+    DAY,
+    PACK_100_PRICE,
+    PACK_500_PRICE,
+    PRO_PRICE,
+    RC_AUTH,
+    STRIPE_SECRET,
+    charge,
+    checkout_session,
+    dispute,
+    invoice,
+    rc_event,
+    rc_purchase,
+    stripe_event,
+    stripe_signature,
+    subscription_object,
+    uid,
+)
 from tests.utils import http_event
 
-STRIPE_SECRET = 'whsec_atelier_local'
-RC_AUTH = 'rc_atelier_local'
-PACK_100_PRICE = 'price_atelier_pack_100'
-PACK_500_PRICE = 'price_atelier_pack_500'
-PRO_PRICE = 'price_atelier_pro_monthly'
-DAY = 24 * 3600
-
-_ids = itertools.count(1)
-
-
-def uid(prefix: str) -> str:
-    return f'{prefix}_{uuid.uuid4().hex[:16]}'
-
-
-# ---------------------------------------------------------------- Stripe signatures
-
-
-def stripe_signature(
-    payload: str | bytes, *, secret: str = STRIPE_SECRET, timestamp: int | None = None, scheme: str = 'v1'
-) -> str:
-    """``Stripe-Signature`` as Stripe computes it: HMAC-SHA256 of ``"{t}.{payload}"`` keyed with the secret."""
-    t = int(time.time()) if timestamp is None else timestamp
-    body = payload.decode() if isinstance(payload, bytes) else payload
-    signature = hmac.new(secret.encode(), f'{t}.{body}'.encode(), hashlib.sha256).hexdigest()
-    return f't={t},{scheme}={signature}'
-
-
-def stripe_event(
-    event_type: str,
-    obj: dict[str, Any],
-    *,
-    livemode: bool = False,
-    created: int | None = None,
-    event_id: str | None = None,
-) -> dict[str, Any]:
-    return {
-        'id': event_id or uid('evt'),
-        'object': 'event',
-        'api_version': '2026-10-28.endive',
-        'created': int(time.time()) + next(_ids) if created is None else created,
-        'livemode': livemode,
-        'pending_webhooks': 1,
-        'type': event_type,
-        'data': {'object': obj},
-    }
+__all__ = [
+    'DAY',
+    'PACK_100_PRICE',
+    'PACK_500_PRICE',
+    'PRO_PRICE',
+    'RC_AUTH',
+    'STRIPE_SECRET',
+    'charge',
+    'checkout_session',
+    'dispute',
+    'invoice',
+    'rc_event',
+    'rc_purchase',
+    'rc_request',
+    'stripe_event',
+    'stripe_request',
+    'stripe_signature',
+    'subscription_object',
+    'uid',
+]
 
 
 def stripe_request(
@@ -82,190 +69,6 @@ def stripe_request(
         all_headers['stripe-signature'] = signature
     all_headers.update(headers or {})
     return http_event('POST', '/webhooks/stripe', body=body, headers=all_headers, base64_body=base64_body)
-
-
-# ---------------------------------------------------------------- Stripe objects
-
-
-def checkout_session(
-    account_id: str,
-    *,
-    pack_id: str | None = 'pack_100',
-    plan_id: str | None = None,
-    payment_status: str = 'paid',
-    session_id: str | None = None,
-    payment_intent: str | None = None,
-    amount_total: int = 499,
-    customer: str | None = None,
-    subscription: str | None = None,
-) -> dict[str, Any]:
-    mode = 'subscription' if plan_id else 'payment'
-    metadata = {'account_id': account_id, **({'plan_id': plan_id} if plan_id else {'pack_id': pack_id})}
-    return {
-        'id': session_id or uid('cs_test'),
-        'object': 'checkout.session',
-        'mode': mode,
-        'status': 'complete',
-        'payment_status': payment_status,
-        'client_reference_id': account_id,
-        'metadata': metadata,
-        'customer': customer,
-        'payment_intent': (payment_intent or uid('pi')) if mode == 'payment' else None,
-        'subscription': subscription if mode == 'subscription' else None,
-        'amount_total': amount_total,
-        'currency': 'usd',
-        'livemode': False,
-    }
-
-
-def invoice(
-    account_id: str | None,
-    *,
-    subscription: str,
-    invoice_id: str | None = None,
-    billing_reason: str = 'subscription_create',
-    amount_paid: int = 999,
-    price: str = PRO_PRICE,
-    period_start: int | None = None,
-    period_end: int | None = None,
-    payment_intent: str | None = None,
-    customer: str = 'cus_test',
-    lines: list[dict[str, Any]] | None = None,
-    legacy: bool = False,
-) -> dict[str, Any]:
-    """A paid invoice; ``legacy`` uses the pre-basil shape (``subscription``, ``payment_intent``, ``price``)."""
-    start = int(time.time()) - 60 if period_start is None else period_start
-    end = start + 30 * DAY if period_end is None else period_end
-    metadata = {'account_id': account_id} if account_id else {}
-    line = {'id': uid('il'), 'amount': amount_paid, 'period': {'start': start, 'end': end}}
-    intent = payment_intent or (uid('pi') if amount_paid else None)
-    body: dict[str, Any] = {
-        'id': invoice_id or uid('in'),
-        'object': 'invoice',
-        'status': 'paid',
-        'billing_reason': billing_reason,
-        'amount_paid': amount_paid,
-        'currency': 'usd',
-        'customer': customer,
-        'livemode': False,
-    }
-    if legacy:
-        line['price'] = {'id': price, 'object': 'price'}
-        body.update(subscription=subscription, subscription_details={'metadata': metadata}, payment_intent=intent)
-    else:
-        line['pricing'] = {'type': 'price_details', 'price_details': {'price': price}}
-        body['parent'] = {
-            'type': 'subscription_details',
-            'subscription_details': {'subscription': subscription, 'metadata': metadata},
-        }
-        if intent:
-            body['payments'] = {
-                'object': 'list',
-                'data': [
-                    {'object': 'invoice_payment', 'payment': {'type': 'payment_intent', 'payment_intent': intent}}
-                ],
-            }
-    body['lines'] = {'object': 'list', 'data': lines if lines is not None else [line]}
-    return body
-
-
-def subscription_object(
-    account_id: str | None,
-    *,
-    subscription_id: str,
-    status: str = 'active',
-    price: str = PRO_PRICE,
-    period_end: int | None = None,
-    cancel_at_period_end: bool = False,
-    customer: str = 'cus_test',
-) -> dict[str, Any]:
-    end = int(time.time()) + 30 * DAY if period_end is None else period_end
-    return {
-        'id': subscription_id,
-        'object': 'subscription',
-        'status': status,
-        'customer': customer,
-        'cancel_at_period_end': cancel_at_period_end,
-        'metadata': {'account_id': account_id} if account_id else {},
-        'items': {
-            'object': 'list',
-            'data': [{'id': uid('si'), 'price': {'id': price, 'object': 'price'}, 'current_period_end': end}],
-        },
-        'livemode': False,
-    }
-
-
-def charge(
-    *, payment_intent: str | None, amount: int, amount_refunded: int, charge_id: str | None = None
-) -> dict[str, Any]:
-    return {
-        'id': charge_id or uid('ch'),
-        'object': 'charge',
-        'amount': amount,
-        'amount_refunded': amount_refunded,
-        'refunded': amount_refunded >= amount,
-        'payment_intent': payment_intent,
-        'currency': 'usd',
-        'livemode': False,
-    }
-
-
-def dispute(
-    *, payment_intent: str, amount: int, status: str, dispute_id: str, charge_id: str = 'ch_x'
-) -> dict[str, Any]:
-    return {
-        'id': dispute_id,
-        'object': 'dispute',
-        'amount': amount,
-        'status': status,
-        'reason': 'fraudulent',
-        'charge': charge_id,
-        'payment_intent': payment_intent,
-        'currency': 'usd',
-        'livemode': False,
-    }
-
-
-# ---------------------------------------------------------------- RevenueCat
-
-
-def rc_event(event_type: str, app_user_id: str | None, **fields: Any) -> dict[str, Any]:
-    """A RevenueCat webhook body (``{"api_version": "1.0", "event": {...}}``)."""
-    now_ms = int(time.time() * 1000)
-    event: dict[str, Any] = {
-        'id': uid('rcevt').upper(),
-        'type': event_type,
-        'app_id': 'app1234',
-        'event_timestamp_ms': now_ms + next(_ids),
-        'app_user_id': app_user_id,
-        'original_app_user_id': app_user_id,
-        'aliases': [app_user_id] if app_user_id else [],
-        'environment': 'SANDBOX',
-        'store': 'APP_STORE',
-        'period_type': 'NORMAL',
-        'purchased_at_ms': now_ms,
-        'currency': 'USD',
-    }
-    event.update(fields)
-    if event_type == 'TRANSFER':
-        event.pop('app_user_id', None)
-    return {'api_version': '1.0', 'event': event}
-
-
-def rc_purchase(
-    event_type: str, app_user_id: str, product_id: str, transaction_id: str, **fields: Any
-) -> dict[str, Any]:
-    now_ms = int(time.time() * 1000)
-    subscription = product_id.startswith('pro_monthly')
-    defaults: dict[str, Any] = {
-        'product_id': product_id,
-        'transaction_id': transaction_id,
-        'original_transaction_id': fields.pop('original_transaction_id', transaction_id),
-        'price': 9.99 if subscription else 4.99,
-        'price_in_purchased_currency': 9.99 if subscription else 4.99,
-        'expiration_at_ms': now_ms + 30 * DAY * 1000 if subscription else None,
-    }
-    return rc_event(event_type, app_user_id, **{**defaults, **fields})
 
 
 def rc_request(body: dict[str, Any] | str, *, authorization: str | None = f'Bearer {RC_AUTH}') -> dict[str, Any]:

@@ -1,6 +1,7 @@
-"""``make dev``: serve Atelier offline on 127.0.0.1 with the full async lifecycle.
+"""``make dev``: serve Atelier offline on 127.0.0.1 with the full async lifecycle; and local payment triggers.
 
-python -m infra.local [--port 3000]
+python -m infra.local [serve] [--port 3000] [--welcome-credits 100] [--parameter-overrides K=V ...]
+python -m infra.local trigger {stripe,revenuecat} EVENT [--account ID | --token TOKEN] [options]
 """
 
 from __future__ import annotations
@@ -10,23 +11,54 @@ import signal
 import sys
 import threading
 
+from infra.local import triggers
 from infra.local.server import LocalServer
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m infra.local', description=__doc__)
-    parser.add_argument('--port', type=int, default=3000, help='API port on 127.0.0.1 (default 3000)')
+def build_parser() -> argparse.ArgumentParser:
+    """Serving is the default command: ``python -m infra.local --port 3000`` serves, as it always has."""
+    parser = argparse.ArgumentParser(
+        prog='python -m infra.local',
+        description=__doc__,
+        epilog=triggers.events_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _serve_options(parser, defaults=True)
+    commands = parser.add_subparsers(dest='command', metavar='{serve,trigger}')
+    # Options given after `serve` override the top level's; not given, they leave them alone.
+    _serve_options(commands.add_parser('serve', help='serve the API offline (the default)'), defaults=False)
+    triggers.add_parser(commands)
+    return parser
+
+
+def _serve_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument('--port', type=int, default=default(3000), help='API port on 127.0.0.1 (default 3000)')
     parser.add_argument(
-        '--welcome-credits', type=int, default=100, help='promo credits for each new account (default 100)'
+        '--welcome-credits',
+        type=int,
+        default=default(100),
+        help='promo credits for each new account (default 100)',
     )
     parser.add_argument(
         '--parameter-overrides',
         nargs='*',
-        default=[],
+        default=default([]),
         metavar='Key=Value',
         help="template parameters, as with 'sam deploy' (make dev PARAMS='LogLevel=DEBUG ...')",
     )
-    args = parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == 'trigger':
+        return triggers.run(args)
+    return serve(args)
+
+
+def serve(args: argparse.Namespace) -> int:
     overrides = dict(item.split('=', 1) for item in args.parameter_overrides if '=' in item)
 
     stopped = threading.Event()
@@ -52,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             f"  curl -s -X POST {server.url}/v1/auth/device -H 'content-type: application/json' "
             '-d \'{"device_id": "my-test-device-0001"}\'\n'
             f'  OIDC issuer (provider local): {issuer}; an ID token:\n'
-            f'  curl -s -X POST {issuer}/token -d \'{{"sub": "me"}}\'\n\n'
+            f'  curl -s -X POST {issuer}/token -d \'{{"sub": "me"}}\'\n'
+            '  Buy credits: POST /v1/checkout, open its url, press Pay. Any payment event (trigger --help):\n'
+            '  python -m infra.local trigger stripe checkout.session.completed '
+            f'--url {server.url} --token <access_token>\n\n'
             'Ctrl-C stops it.\n'
         )
         sys.stdout.flush()

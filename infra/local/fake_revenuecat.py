@@ -13,10 +13,18 @@ subscriber object gets RevenueCat's defaults for what the test leaves out (``ent
 ``first_seen``, ``original_app_user_id``, ``subscriptions``, ``non_subscriptions``, ...). Like RevenueCat's
 "get or create", an unknown app user id answers an empty subscriber. ``Authorization: Bearer <key>`` is
 required (``api_key``: that exact key; None: any non-empty key); otherwise 401.
+
+**Local-only endpoints** (not RevenueCat's; no key), for ``python -m infra.local trigger``: ``POST
+/_local/events`` ``{"body": {"api_version": "1.0", "event": {...}}}`` remembers a webhook sent to the backend,
+``GET /_local/app_users/{id}`` answers ``{"transactions": [...]}``, newest first: each store transaction
+seen in a purchase (``transaction_id``, ``original_transaction_id``, ``product_id``, ``expiration_at_ms``,
+``price``), and whether the latest refund report says ``refunded``, so a refund can default to the latest
+purchase. ``GET /v1/subscribers`` does not change with them: set it with ``set_subscriber``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -39,6 +47,8 @@ class FakeRevenueCatServer(LocalHTTPService):
         self.requests: list[dict[str, Any]] = []
         self._subscribers: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, tuple[int, int | None]] = {}
+        self._transactions: dict[str, dict[str, Any]] = {}  # transaction id -> what the purchases said
+        self._order = itertools.count(1)
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- test helpers
@@ -51,6 +61,35 @@ class FakeRevenueCatServer(LocalHTTPService):
         """The next ``times`` requests for ``app_user_id`` (None: all of them) answer ``status``."""
         with self._lock:
             self._failures[app_user_id] = (status, times)
+
+    def record(self, body: dict[str, Any]) -> None:
+        """Remember what a webhook sent to the backend says about its store transaction."""
+        event: dict[str, Any] = body['event'] if isinstance(body.get('event'), dict) else {}
+        kind, txn = str(event.get('type')), event.get('transaction_id')
+        with self._lock:
+            if kind == 'TRANSFER':
+                self._transfer(event)
+            elif not isinstance(txn, str) or not txn:
+                return
+            elif kind in PURCHASES:
+                fields = {k: event.get(k) for k in _PURCHASE_FIELDS}
+                found = self._transactions.setdefault(txn, {'refunded': False, 'seq': next(self._order)})
+                found.update(fields)
+            elif txn in self._transactions and (refunded := _refund_report(event)) is not None:
+                self._transactions[txn]['refunded'] = refunded
+
+    def transactions(self, app_user_id: str) -> list[dict[str, Any]]:
+        """The store transactions of ``app_user_id`` seen in purchases, newest first."""
+        with self._lock:
+            found = [dict(t) for t in self._transactions.values() if t.get('app_user_id') == app_user_id]
+        return sorted(found, key=lambda t: int(t['seq']), reverse=True)
+
+    def _transfer(self, event: dict[str, Any]) -> None:
+        sources, targets = event.get('transferred_from') or [], event.get('transferred_to') or []
+        if targets:
+            for transaction in self._transactions.values():
+                if transaction.get('app_user_id') in sources:
+                    transaction['app_user_id'] = targets[0]
 
     # ---------------------------------------------------------------- API
     def _subscriber(self, app_user_id: str) -> tuple[int, dict[str, Any]]:
@@ -89,8 +128,25 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         return
 
+    def do_POST(self) -> None:
+        length = int(self.headers.get('Content-Length') or 0)
+        raw = self.rfile.read(length) if length else b''
+        path = urlsplit(self.path).path
+        try:
+            body = json.loads(raw)
+            assert path == '/_local/events' and isinstance(body.get('body'), dict)
+        except (ValueError, AttributeError, AssertionError):
+            self._json(400 if path == '/_local/events' else 404, {'message': 'Expected {"body": {...}}.'})
+            return
+        self.server_fake.record(body['body'])
+        self._json(200, {'recorded': True})
+
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
+        if path.startswith('/_local/app_users/'):
+            user = unquote(path.removeprefix('/_local/app_users/'))
+            self._json(200, {'transactions': self.server_fake.transactions(user)})
+            return
         prefix = '/v1/subscribers/'
         app_user_id = unquote(path.removeprefix(prefix)) if path.startswith(prefix) else None
         wanted = ('Authorization', 'X-Is-Sandbox', 'X-Platform', 'Accept')
@@ -122,6 +178,28 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header('Content-Length', str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+PURCHASES = ('INITIAL_PURCHASE', 'RENEWAL', 'NON_RENEWING_PURCHASE')
+_PURCHASE_FIELDS = (
+    'app_user_id',
+    'transaction_id',
+    'original_transaction_id',
+    'product_id',
+    'purchased_at_ms',
+    'expiration_at_ms',
+    'price',
+    'type',
+)
+
+
+def _refund_report(event: dict[str, Any]) -> bool | None:
+    """True for a store refund (a ``CUSTOMER_SUPPORT`` cancellation), False for its reversal, else None."""
+    if event.get('type') == 'REFUND_REVERSED':
+        return False
+    if event.get('type') == 'CANCELLATION' and event.get('cancel_reason') == 'CUSTOMER_SUPPORT':
+        return True
+    return None
 
 
 def _iso(epoch: float) -> str:

@@ -6,6 +6,7 @@
     fake.sessions                        # every Checkout Session created, in order
     event = fake.completed_event(session_id)   # a checkout.session.completed event for it, to sign and post
     fake.add_event(event, delivered=False)     # what GET /v1/events lists (a webhook that never arrived)
+    fake.pay(session_id)                 # the checkout page's Pay button: complete it, send the webhooks
     fake.stop()
 
 It speaks the real wire format: form-encoded ``POST /v1/checkout/sessions`` (nested ``a[b][0][c]=`` keys),
@@ -20,12 +21,28 @@ latest added), with Stripe's filters ``delivery_success`` (``false``: events not
 endpoint), ``created[gt|gte|lt|lte]`` (or ``created=<ts>``), ``type`` (``*`` wildcards) and ``types[]``,
 and cursor pagination (``limit`` 1..100, default 10; ``starting_after`` / ``ending_before``; ``has_more``).
 ``GET /v1/events/{id}`` returns one. ``page_size`` caps every page, to exercise pagination with few events.
+
+**Paying, as Stripe's test mode does.** The hosted page at the session's ``url`` has a Pay button: its form
+POST completes the session and sends the signed webhooks a real payment causes to ``webhook_url`` (the
+offline stack's ``/webhooks/stripe``, wired by :class:`infra.local.server.LocalServer`), signed with
+``webhook_secret``: ``checkout.session.completed``, and for a subscription also
+``customer.subscription.created`` and the first ``invoice.paid`` (which grants the period's credits). Then
+it shows what the endpoint answered and a link to the session's ``success_url``. A paid session is not paid
+again. Every event sent is logged for the Events API, delivered or not (a failed delivery is what the
+backfill finds).
+
+**Local-only endpoints** (not Stripe's; no key), for ``python -m infra.local trigger``:
+``POST /_local/events`` ``{"event": {...}, "delivered": true}`` logs an event sent by someone else and
+remembers what it says (:class:`infra.local.stripe_objects.StripeObjects`); ``GET /_local/accounts/{id}``
+answers the account's customer, payments (PaymentIntent, charge, amount, refunded, disputes),
+subscriptions and checkout sessions, newest first, so a refund can default to the latest payment.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import html
 import json
 import operator
 import secrets
@@ -34,9 +51,19 @@ import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from infra.local.http_service import LocalHTTPService
+from infra.local.payment_events import (
+    STRIPE_SECRET,
+    Delivery,
+    customer_id,
+    invoice,
+    send_stripe_event,
+    stripe_event,
+    subscription_object,
+)
+from infra.local.stripe_objects import StripeObjects
 
 
 class FakeStripeServer(LocalHTTPService):
@@ -49,15 +76,21 @@ class FakeStripeServer(LocalHTTPService):
         *,
         api_key: str | None = None,
         prices: dict[str, tuple[int, str]] | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str = STRIPE_SECRET,
     ) -> None:
         super().__init__(host, port)
         self.api_key = api_key  # None: any sk_test_/sk_live_ key is accepted
         self.prices = _catalog_prices() if prices is None else dict(prices)
+        self.webhook_url = webhook_url  # where the Pay button's events go (None: nowhere; logged undelivered)
+        self.webhook_secret = webhook_secret
+        self.objects = StripeObjects()
         self.sessions: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []  # {'event': ..., 'delivered': bool}, in the order added
         self.page_size: int | None = None
         self._by_id: dict[str, dict[str, Any]] = {}
+        self._params: dict[str, dict[str, Any]] = {}  # what each session was created with (line items, metadata)
         self._idempotent: dict[str, tuple[str, int, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
@@ -70,29 +103,46 @@ class FakeStripeServer(LocalHTTPService):
         self, session_id: str, *, payment_status: str = 'paid', event_type: str = 'checkout.session.completed'
     ) -> dict[str, Any]:
         """A Stripe event for a created session, as if the customer paid (sign it and post it to the webhook)."""
-        session = self.session(session_id)
-        session.update(status='complete', payment_status=payment_status)
-        if session['mode'] == 'payment':
-            session['payment_intent'] = f'pi_{session_id.removeprefix("cs_test_")[:24]}'
-        else:
-            session['subscription'] = f'sub_{session_id.removeprefix("cs_test_")[:24]}'
-        session['customer'] = f'cus_{hashlib.sha256(str(session["client_reference_id"]).encode()).hexdigest()[:14]}'
-        return {
-            'id': f'evt_{secrets.token_hex(12)}',
-            'object': 'event',
-            'api_version': '2026-10-28.endive',
-            'created': int(time.time()),
-            'livemode': False,
-            'pending_webhooks': 1,
-            'type': event_type,
-            'data': {'object': session},
-        }
+        session = _completed(self.session(session_id), payment_status)
+        return stripe_event(event_type, session, created=int(time.time()), event_id=f'evt_{secrets.token_hex(12)}')
 
     def add_event(self, event: dict[str, Any], *, delivered: bool = False) -> dict[str, Any]:
         """Make ``event`` part of the account's event log (``delivered``: every webhook endpoint got it)."""
         with self._lock:
             self.events.append({'event': json.loads(json.dumps(event)), 'delivered': delivered})
         return event
+
+    def record(self, event: dict[str, Any], *, delivered: bool) -> None:
+        """An event that was sent to the webhook: logged for the Events API, and its objects remembered."""
+        self.add_event(event, delivered=delivered)
+        self.objects.record(event)
+
+    # ---------------------------------------------------------------- the checkout page's Pay button
+    def pay(self, session_id: str) -> list[tuple[dict[str, Any], Delivery]]:
+        """Complete an open session as a successful payment and send its webhooks (none for a session not open).
+
+        Raises ``KeyError`` for an unknown session. Answers each event sent with what the endpoint said.
+        """
+        with self._lock:
+            stored = self._by_id[session_id]
+            if stored['status'] != 'open':
+                return []
+            stored.update(_completed(json.loads(json.dumps(stored)), 'paid'))
+            session = json.loads(json.dumps(stored))
+            params = json.loads(json.dumps(self._params.get(session_id, {})))
+        now = int(time.time())
+        events = [stripe_event('checkout.session.completed', session, created=now)]
+        if session['mode'] == 'subscription':
+            events += _first_period_events(session, params, now)
+        return [(event, self._deliver(event)) for event in events]
+
+    def _deliver(self, event: dict[str, Any]) -> Delivery:
+        if not self.webhook_url:
+            delivery = Delivery(status=0, body='no webhook endpoint is configured')
+        else:
+            delivery = send_stripe_event(self.webhook_url, event, secret=self.webhook_secret)
+        self.record(event, delivered=delivery.ok)
+        return delivery
 
     # ---------------------------------------------------------------- API
     def _list_events(self, query: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -189,6 +239,7 @@ class FakeStripeServer(LocalHTTPService):
         }
         self.sessions.append(session)
         self._by_id[session_id] = session
+        self._params[session_id] = params
         return 200, session
 
     def _get_session(self, session_id: str) -> tuple[int, dict[str, Any]]:
@@ -209,8 +260,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get('Content-Length') or 0)
         raw = self.rfile.read(length).decode('utf-8') if length else ''
-        params = decode_form(raw)
         path = urlsplit(self.path).path
+        if path.startswith('/c/pay/'):
+            self._pay(path.removeprefix('/c/pay/'))
+            return
+        if path == '/_local/events':
+            self._record_event(raw)
+            return
+        params = decode_form(raw)
         self._record('POST', path, params)
         if not self._authorized():
             return
@@ -224,6 +281,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if path.startswith('/c/pay/'):
             self._page(path.removeprefix('/c/pay/'))
+            return
+        if path.startswith('/_local/accounts/'):
+            account_id = unquote(path.removeprefix('/_local/accounts/'))
+            self._json(200, self.server_fake.objects.account(account_id))
             return
         query = decode_form(urlsplit(self.path).query)
         self._record('GET', path, query)
@@ -271,18 +332,109 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _page(self, session_id: str) -> None:
         status, session = self.server_fake._get_session(session_id)
-        text = (
-            f'<!doctype html><title>Fake Stripe Checkout</title><h1>Fake Stripe Checkout</h1>'
-            f'<p>Session {session_id}: {session.get("mode")} for {session.get("amount_total")} '
-            f'{session.get("currency")}. Nothing is charged here.</p>'
-            if status == 200
-            else '<!doctype html><title>Not found</title><p>No such session.</p>'
-        ).encode()
+        self._html(status, _checkout_page(session if status == 200 else None))
+
+    def _pay(self, session_id: str) -> None:
+        try:
+            sent = self.server_fake.pay(session_id)
+        except KeyError:
+            self._html(404, _checkout_page(None))
+            return
+        self._html(200, _paid_page(self.server_fake.session(session_id), sent))
+
+    def _record_event(self, raw: str) -> None:
+        try:
+            body = json.loads(raw)
+            event = body['event']
+            assert isinstance(event, dict) and isinstance(event.get('id'), str)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            self._json(400, _error('invalid_request_error', 'Expected {"event": {...}, "delivered": bool}.'))
+            return
+        self.server_fake.record(event, delivered=bool(body.get('delivered', True)))
+        self._json(200, {'recorded': event['id']})
+
+    def _html(self, status: int, page: str) -> None:
+        text = page.encode()
         self.send_response(int(HTTPStatus.OK) if status == 200 else int(HTTPStatus.NOT_FOUND))
         self.send_header('Content-Type', 'text/html; charset=utf-8')
         self.send_header('Content-Length', str(len(text)))
         self.end_headers()
         self.wfile.write(text)
+
+
+def _completed(session: dict[str, Any], payment_status: str) -> dict[str, Any]:
+    """``session`` as Stripe shows it once the customer paid: its PaymentIntent or subscription, and a customer."""
+    suffix = str(session['id']).removeprefix('cs_test_')[:24]
+    session.update(status='complete', payment_status=payment_status)
+    if session['mode'] == 'payment':
+        session['payment_intent'] = f'pi_{suffix}'
+    else:
+        session['subscription'] = f'sub_{suffix}'
+    session['customer'] = customer_id(str(session['client_reference_id']))
+    return session
+
+
+def _first_period_events(session: dict[str, Any], params: dict[str, Any], now: int) -> list[dict[str, Any]]:
+    """What Stripe sends after a subscription checkout: the subscription, then its first invoice, paid."""
+    metadata = (params.get('subscription_data') or {}).get('metadata') or session.get('metadata') or {}
+    account_id = metadata.get('account_id') or session.get('client_reference_id')
+    price = str(((params.get('line_items') or [{}])[0] or {}).get('price'))
+    subscription_id, customer = str(session['subscription']), str(session['customer'])
+    period_end = now + 30 * 24 * 3600
+    subscription = subscription_object(
+        account_id, subscription_id=subscription_id, price=price, period_end=period_end, customer=customer
+    )
+    paid = invoice(
+        account_id,
+        subscription=subscription_id,
+        amount_paid=int(session.get('amount_total') or 0),
+        price=price,
+        period_start=now,
+        period_end=period_end,
+        payment_intent=f'pi_{subscription_id.removeprefix("sub_")}',
+        customer=customer,
+    )
+    return [
+        stripe_event('customer.subscription.created', subscription, created=now),
+        stripe_event('invoice.paid', paid, created=now),
+    ]
+
+
+def _checkout_page(session: dict[str, Any] | None) -> str:
+    if session is None:
+        return '<!doctype html><title>Not found</title><p>No such session.</p>'
+    sid, mode = html.escape(str(session['id'])), html.escape(str(session.get('mode')))
+    amount = f'{int(session.get("amount_total") or 0) / 100:.2f} {html.escape(str(session.get("currency")).upper())}'
+    metadata = session.get('metadata') or {}
+    what = html.escape(str(metadata.get('pack_id') or metadata.get('plan_id')))
+    head = (
+        f'<!doctype html><title>Fake Stripe Checkout</title><h1>Fake Stripe Checkout</h1>'
+        f'<p>Session {sid}: {mode} of <b>{what}</b> for {amount}. Nothing is charged here.</p>'
+    )
+    if session.get('status') != 'open':
+        return head + f'<p>This session is {html.escape(str(session.get("status")))}: it was paid already.</p>'
+    cancel = html.escape(str(session.get('cancel_url') or ''))
+    return head + (
+        f'<form method="post" action="/c/pay/{sid}"><button type="submit">Pay {amount}</button></form>'
+        + (f'<p><a href="{cancel}">Cancel</a></p>' if cancel else '')
+    )
+
+
+def _paid_page(session: dict[str, Any], sent: list[tuple[dict[str, Any], Delivery]]) -> str:
+    sid = html.escape(str(session['id']))
+    if not sent:
+        return f'<!doctype html><title>Already paid</title><p>Session {sid} was paid already; nothing sent again.</p>'
+    rows = ''.join(
+        f'<li>{html.escape(str(event["type"]))} {html.escape(str(event["id"]))}: '
+        f'HTTP {delivery.status} <code>{html.escape(delivery.body[:300])}</code></li>'
+        for event, delivery in sent
+    )
+    success = html.escape(str(session.get('success_url') or '').replace('{CHECKOUT_SESSION_ID}', str(session['id'])))
+    return (
+        f'<!doctype html><title>Payment succeeded</title><h1>Payment succeeded</h1>'
+        f'<p>Session {sid} is paid. Webhooks sent:</p><ul>{rows}</ul>'
+        + (f'<p><a href="{success}">Continue</a> (the session\'s success_url)</p>' if success else '')
+    )
 
 
 def decode_form(raw: str) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 The gateway's socket is bound first so that its URL (where providers send webhooks) can be passed
 to the template as a parameter, exactly as a deployed stack is told its public URL. Side services
 stand in for the outside world: the mock AI provider (a real HTTP provider that sends signed
-webhooks) and a fake Stripe API.
+webhooks), a fake Stripe API (whose checkout page's Pay button sends signed webhooks to this API), a fake
+RevenueCat API, a Cog model server and an OIDC issuer. While it runs, their addresses are published for
+local tools (:mod:`infra.local.discovery`: ``python -m infra.local trigger`` finds the fake Stripe there).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
+from infra.local import discovery
 from infra.local.gateway import Gateway
 from infra.local.stack import LOCAL_SECRETS, OfflineStack
 from infra.local.template import mount_code
@@ -58,7 +61,9 @@ class LocalServer:
             webhook_url=f'{self.url}/webhooks/providers/mock',
             webhook_secret=LOCAL_SECRETS['provider-webhook-secret-mock'],
         )
-        self.services['stripe'] = FakeStripeServer()
+        self.services['stripe'] = FakeStripeServer(
+            webhook_url=f'{self.url}/webhooks/stripe', webhook_secret=LOCAL_SECRETS['stripe-webhook-secret']
+        )
         self.services['revenuecat'] = FakeRevenueCatServer(api_key=LOCAL_SECRETS['revenuecat-api-key'])
         self.services['cog'] = CogModelServer()
         self.services['oidc'] = LocalOidcIssuer()
@@ -77,9 +82,11 @@ class LocalServer:
         )
         self.stack.start()
         self.gateway.start()
+        discovery.publish(self.url, urls)
         return self
 
     def stop(self) -> None:
+        discovery.withdraw(self.url)
         self.gateway.stop()
         self.stack.stop()
         for service in self.services.values():
