@@ -99,7 +99,10 @@ def test_a_fal_task_succeeds_and_its_images_are_stored_in_s3(stack: Stack) -> No
     assert 0 < int(headers['x-fal-request-timeout']) <= 300
     assert body['image_size'] == 'square_hd' and body['num_images'] == 2
     # And the settled task keeps fal's cost signal (ops: margin)
-    assert json.loads(task_item(stack, task['id'])['provider_cost']['S']) == {'unit': 'fal_billable_units', 'amount': 2.0}
+    assert json.loads(task_item(stack, task['id'])['provider_cost']['S']) == {
+        'unit': 'fal_billable_units',
+        'amount': 2.0,
+    }
 
 
 def test_an_error_webhook_with_a_null_payload_fails_the_task_and_refunds_it(stack: Stack) -> None:
@@ -107,7 +110,12 @@ def test_an_error_webhook_with_a_null_payload_fails_the_task_and_refunds_it(stac
     task = wait_final(user, create(user, FLUX, prompt='fal:error-null a cat').json()['id'])
     assert task['status'] == 'failed'
     assert task['error'] == {'code': 'provider_error', 'message': 'The provider failed to generate the output.'}
-    assert task['credits'] == {'estimated': IMAGE_CREDITS, 'held': IMAGE_CREDITS, 'charged': 0, 'refunded': IMAGE_CREDITS}
+    assert task['credits'] == {
+        'estimated': IMAGE_CREDITS,
+        'held': IMAGE_CREDITS,
+        'charged': 0,
+        'refunded': IMAGE_CREDITS,
+    }
     assert task['outputs'] == []
     assert balance(user) == {'available': 20, 'held': 0}
     request_id = request_of(stack, task['id'])

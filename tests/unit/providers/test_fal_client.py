@@ -97,7 +97,9 @@ def test_a_request_succeeds_with_its_images_and_fal_billable_units(fal: FakeFal,
     assert state.actual_credits == FLUX.estimate(FLUX.validate_input({'prompt': 'x', 'num_images': 2}))
 
 
-def test_status_urls_name_the_app_and_are_used_as_given(fal: FakeFal, provider: FalProvider, journal: InMemoryJournal) -> None:
+def test_status_urls_name_the_app_and_are_used_as_given(
+    fal: FakeFal, provider: FalProvider, journal: InMemoryJournal
+) -> None:
     request_id = provider.submit(job()).provider_job_id
     details = journal.recall('fal', request_id)
     assert details is not None

@@ -54,7 +54,9 @@ class Clock:
         return self.now
 
 
-def signed(key: Ed25519PrivateKey, body: bytes = BODY, *, timestamp: int = NOW, request_id: str = 'req-1') -> dict[str, str]:
+def signed(
+    key: Ed25519PrivateKey, body: bytes = BODY, *, timestamp: int = NOW, request_id: str = 'req-1'
+) -> dict[str, str]:
     ts = str(timestamp)
     return {
         'X-Fal-Webhook-Request-Id': request_id,
@@ -174,7 +176,9 @@ def test_a_forgery_refetches_at_most_once_and_then_is_refused(
     assert jwks.fetches == 2
 
 
-def test_an_unreachable_jwks_is_unavailable_not_a_forgery(jwks: Jwks, verifier: FalWebhookVerifier, clock: Clock) -> None:
+def test_an_unreachable_jwks_is_unavailable_not_a_forgery(
+    jwks: Jwks, verifier: FalWebhookVerifier, clock: Clock
+) -> None:
     key = jwks.publish()
     jwks.status = 503
     with pytest.raises(ProviderUnavailable):
