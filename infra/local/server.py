@@ -3,9 +3,10 @@
 The gateway's socket is bound first so that its URL (where providers send webhooks) can be passed
 to the template as a parameter, exactly as a deployed stack is told its public URL. Side services
 stand in for the outside world: the mock AI provider (a real HTTP provider that sends signed
-webhooks), a fake Stripe API (whose checkout page's Pay button sends signed webhooks to this API), a fake
-RevenueCat API, a Cog model server and an OIDC issuer. While it runs, their addresses are published for
-local tools (:mod:`infra.local.discovery`: ``python -m infra.local trigger`` finds the fake Stripe there).
+webhooks), a fake fal.ai (its queue API, ED25519-signed webhooks and JWKS), a real Cog server, a fake Stripe API
+(whose checkout page's Pay button sends signed webhooks to this API), a fake RevenueCat API and an OIDC issuer.
+While it runs, their addresses are published for local tools (:mod:`infra.local.discovery`:
+``python -m infra.local trigger`` finds the fake Stripe there).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class LocalServer:
         mount_code()
         from atelier.providers.mock.server import MockProviderServer
         from infra.local.cog_server import CogModelServer
+        from infra.local.fake_fal import FakeFal
         from infra.local.fake_revenuecat import FakeRevenueCatServer
         from infra.local.fake_stripe import FakeStripeServer
         from infra.local.oidc_issuer import DEFAULT_AUDIENCE, LocalOidcIssuer
@@ -66,6 +68,7 @@ class LocalServer:
         )
         self.services['revenuecat'] = FakeRevenueCatServer(api_key=LOCAL_SECRETS['revenuecat-api-key'])
         self.services['cog'] = CogModelServer()
+        self.services['fal'] = FakeFal(token=LOCAL_SECRETS['provider-api-token-fal'])
         self.services['oidc'] = LocalOidcIssuer()
         urls = {name: service.start() for name, service in self.services.items()}
         local_provider = {'id': 'local', 'issuer': urls['oidc'], 'client_ids': [DEFAULT_AUDIENCE]}
@@ -76,6 +79,9 @@ class LocalServer:
                 'StripeApiBase': urls['stripe'],
                 'RevenueCatApiBase': urls['revenuecat'],
                 'CogProviderUrl': urls['cog'],
+                'FalEnabled': 'true',
+                'FalApiBase': urls['fal'],
+                'FalJwksUrl': f'{urls["fal"]}/.well-known/jwks.json',
                 'OidcProviders': json.dumps([local_provider]),
                 **self.parameters,
             }

@@ -66,6 +66,9 @@ class Settings(BaseModel):
     cog_provider_url: str = Field(default='', alias='COG_PROVIDER_URL')  # '' = no Cog server, no cog/* models
     replicate_enabled: bool = Field(default=False, alias='REPLICATE_ENABLED')  # offers the replicate/* models
     replicate_api_base: str = Field(default='https://api.replicate.com', alias='REPLICATE_API_BASE')
+    fal_enabled: bool = Field(default=False, alias='FAL_ENABLED')  # offers the fal/* models
+    fal_api_base: str = Field(default='https://queue.fal.run', alias='FAL_API_BASE')  # fal's queue API
+    fal_jwks_url: str = Field(default='https://rest.alpha.fal.ai/.well-known/jwks.json', alias='FAL_JWKS_URL')
 
     @property
     def welcome_credits_valid_for(self) -> timedelta:

@@ -7,6 +7,7 @@ import pytest
 from atelier.catalog import load_catalog
 from atelier.config import Settings
 from atelier.providers.cog.client import CogProvider
+from atelier.providers.fal.client import FalProvider
 from atelier.providers.journal import InMemoryJournal
 from atelier.providers.registry import UnknownProvider, configured_providers
 from atelier.providers.replicate.client import ReplicateProvider
@@ -63,3 +64,21 @@ def test_the_replicate_switch_offers_the_replicate_models_with_lazy_secrets() ->
     assert read == []
     with pytest.raises(UnknownProvider):
         providers.get('fal')
+
+
+def test_the_fal_switch_offers_the_fal_models_and_reads_no_secret_before_it_calls_fal() -> None:
+    # Given the defaults: fal is off, and points at the real fal when switched on
+    settings = Settings.from_env(BASE_ENV)
+    assert settings.fal_enabled is False
+    assert (settings.fal_api_base, settings.fal_jwks_url) == (
+        'https://queue.fal.run',
+        'https://rest.alpha.fal.ai/.well-known/jwks.json',
+    )
+    # When it is switched on
+    read: list[str] = []
+    providers = registry(read, FAL_ENABLED='true', FAL_API_BASE='http://127.0.0.1:9')
+    # Then the fal models are offered, and no secret was read to offer them
+    assert providers.names == {'fal'}
+    assert {m.id for m in load_catalog().available(providers.names)} == {'fal/flux-dev', 'fal/kling-video'}
+    assert isinstance(providers.get('fal'), FalProvider)
+    assert read == []

@@ -96,3 +96,22 @@ def test_the_first_cancel_noted_is_the_one_kept(journal: SubmissionJournal) -> N
     assert submission is not None
     assert submission.cancel_requested_at == NOW + timedelta(seconds=5)
     assert (submission.attempt, submission.claimed_at, submission.request) == (1, NOW, request)
+
+
+def test_what_a_provider_said_of_its_job_is_recalled_by_job_id(journal: SubmissionJournal) -> None:
+    # Given fal's answer to a submit: the request's URLs, which name the model's app
+    details = {
+        'task_id': 'tsk_1',
+        'model_id': 'fal/flux-dev',
+        'input': {'prompt': 'a fox', 'num_images': 2},
+        'status_url': 'https://queue.fal.run/fal-ai/flux/requests/req-1/status',
+        'response_url': 'https://queue.fal.run/fal-ai/flux/requests/req-1',
+        'cancel_url': 'https://queue.fal.run/fal-ai/flux/requests/req-1/cancel',
+    }
+    journal.remember('fal', 'req-1', details, NOW)
+    # Then they are recalled by the request id alone (a webhook or a poll knows nothing else)
+    assert journal.recall('fal', 'req-1') == details
+    assert journal.recall('fal', 'req-2') is None and journal.recall('replicate', 'req-1') is None
+    # And remembering the same again changes nothing
+    journal.remember('fal', 'req-1', details, NOW)
+    assert journal.recall('fal', 'req-1') == details

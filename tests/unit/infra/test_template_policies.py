@@ -19,27 +19,37 @@ from infra.local.template import load_template, resources_of_type, translate
 EXPECTED_SECRETS: dict[str, frozenset[str]] = {
     'MetaApiFunction': frozenset(),
     'IdentityApiFunction': frozenset({'auth-token-secret'}),
-    # Account deletion ends running tasks: like the sweeper, only Replicate's cancel needs a secret.
-    'DeleteAccountFunction': frozenset({'provider-api-token-replicate'}),
+    # Account deletion ends running tasks: like the sweeper, only Replicate's and fal's cancels need a secret.
+    'DeleteAccountFunction': frozenset({'provider-api-token-replicate', 'provider-api-token-fal'}),
     'LedgerApiFunction': frozenset({'auth-token-secret'}),
     'ExpireCreditsFunction': frozenset(),
     'AdjustCreditsFunction': frozenset(),
     'ManageApiKeysFunction': frozenset(),
     'ReconcileLedgerFunction': frozenset(),
     'DispatchTaskFunction': frozenset(),
-    # Cog: the webhook URL token is built on submit and on every poll (a PUT); Replicate: the API token.
-    'SubmitTaskFunction': frozenset({'provider-webhook-secret-cog', 'provider-api-token-replicate'}),
+    # Cog: the webhook URL token is built on submit and on every poll (a PUT); Replicate and fal: the API token.
+    'SubmitTaskFunction': frozenset(
+        {'provider-webhook-secret-cog', 'provider-api-token-replicate', 'provider-api-token-fal'}
+    ),
     'AwaitProviderFunction': frozenset(),
-    'PollTaskFunction': frozenset({'provider-webhook-secret-cog', 'provider-api-token-replicate'}),
+    'PollTaskFunction': frozenset(
+        {'provider-webhook-secret-cog', 'provider-api-token-replicate', 'provider-api-token-fal'}
+    ),
     'SettleTaskFunction': frozenset(),
-    # Release and sweep cancel an expired task's provider job; only Replicate's cancel needs a secret.
-    'ReleaseTaskFunction': frozenset({'provider-api-token-replicate'}),
-    'SweepTasksFunction': frozenset({'provider-api-token-replicate'}),
-    'TasksApiFunction': frozenset({'auth-token-secret', 'provider-api-token-replicate'}),
+    # Release and sweep cancel an expired task's provider job; Replicate's and fal's cancels need their token.
+    'ReleaseTaskFunction': frozenset({'provider-api-token-replicate', 'provider-api-token-fal'}),
+    'SweepTasksFunction': frozenset({'provider-api-token-replicate', 'provider-api-token-fal'}),
+    'TasksApiFunction': frozenset({'auth-token-secret', 'provider-api-token-replicate', 'provider-api-token-fal'}),
     'CatalogApiFunction': frozenset({'auth-token-secret'}),
     'UploadsApiFunction': frozenset({'auth-token-secret'}),
+    # fal webhooks are verified with fal's public keys (no secret); its token fetches the result they announce.
     'ProviderWebhookFunction': frozenset(
-        {'provider-webhook-secret-mock', 'provider-webhook-secret-cog', 'provider-webhook-secret-replicate'}
+        {
+            'provider-webhook-secret-mock',
+            'provider-webhook-secret-cog',
+            'provider-webhook-secret-replicate',
+            'provider-api-token-fal',
+        }
     ),
     'PaymentsApiFunction': frozenset({'auth-token-secret', 'stripe-api-key'}),
     'StripeWebhookFunction': frozenset({'stripe-webhook-secret'}),

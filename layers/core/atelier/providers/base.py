@@ -79,6 +79,16 @@ class JobOutput(BaseModel):
     content_type: str
 
 
+class ProviderCost(BaseModel):
+    """The provider's own measure of what a job cost us, in its unit (fal ``billable_units``, Replicate
+    ``predict_time`` seconds...): kept on the settled task next to the credits charged, for margin reports."""
+
+    model_config = ConfigDict(frozen=True)
+
+    unit: str
+    amount: float = Field(ge=0)
+
+
 class JobState(BaseModel):
     """What a provider says about one job, normalized."""
 
@@ -88,12 +98,16 @@ class JobState(BaseModel):
     status: Status
     raw_status: str = ''
     progress: float | None = Field(default=None, ge=0, le=1)
+    #: How many jobs are ahead of this one in the provider's queue, while it waits there (fal ``queue_position``).
+    queue_position: int | None = Field(default=None, ge=0)
     outputs: tuple[JobOutput, ...] = ()
     error: JobError | None = None
     #: For failures and cancels: whether the provider billed us anyway (kept for margin reports).
     charged_by_provider: bool = False
     #: The actual cost in credits, when the provider reports what it produced; None: as estimated.
     actual_credits: int | None = Field(default=None, ge=0)
+    #: What the provider reports the job cost it (None: it does not say).
+    cost: ProviderCost | None = None
 
     @classmethod
     def lost(cls, provider_job_id: str, message: str) -> JobState:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from atelier.providers.base import MalformedWebhook
+
+if TYPE_CHECKING:
+    from atelier.catalog import ModelSpec
 
 #: A secret's value, or how to fetch it (so that a function that never calls the provider never reads it).
 SecretSource = str | Callable[[], str]
@@ -78,3 +81,12 @@ def metric_seconds(payload: Any, name: str = 'predict_time') -> float | None:
     metrics = payload.get('metrics') if isinstance(payload, dict) else None
     value = metrics.get(name) if isinstance(metrics, dict) else None
     return float(value) if isinstance(value, int | float) and value >= 0 else None
+
+
+def delivered_credits(model: ModelSpec, data: dict[str, Any], delivered: int) -> int:
+    """The credits for what a job delivered: an image model's outputs returned (at most those asked for; a
+    safety filter may drop some), any other model's price for its input."""
+    if model.kind != 'image':
+        return model.actual_cost(data)
+    requested = model.input_model.model_construct(**data).image_count()
+    return model.actual_cost(data, images=min(delivered, requested) if requested else delivered)

@@ -17,6 +17,11 @@ the Cog adapter keeps the request (model, input, webhook) here as well, and *not
 canceled prediction must never be started again by such a repeat, and the time of the first cancel
 starts its grace period (see :mod:`atelier.providers.cog.client`).
 
+fal answers a submit with the URLs of the request's status, result and cancel (they name the model's
+app, not the model: they cannot be rebuilt from the request id alone), and its webhooks name only the
+request id; so the fal adapter *remembers* those details by job id and *recalls* them to poll, fetch
+the result or cancel (see :mod:`atelier.providers.fal.client`).
+
 Items live in the tasks table, beside the task store's (generic keys, expired by the table's TTL):
 
 =======================================  ==========  ===============================================
@@ -25,6 +30,8 @@ pk                                       sk          attributes
 ``SUBMIT#{provider}#{task_id}``          ``SUBMIT``  ``attempt`` (N), ``claimed_at`` (S),
                                                      ``job_id`` (S, once known), ``request`` (S, JSON),
                                                      ``cancel_requested_at`` (S, once canceled)
+``JOBINFO#{provider}#{job_id}``          ``JOBINFO`` ``details`` (S, JSON): what the provider said of
+                                                     its job (fal: status, result and cancel URLs)
 =======================================  ==========  ===============================================
 """
 
@@ -86,6 +93,14 @@ class SubmissionJournal(Protocol):
         when the journal holds no submission for the task (nothing is written then)."""
         ...
 
+    def remember(self, provider: str, job_id: str, details: Mapping[str, Any], now: datetime) -> None:
+        """Keep what the provider said about its job ``job_id`` (the same details again: a no-op)."""
+        ...
+
+    def recall(self, provider: str, job_id: str) -> dict[str, Any] | None:
+        """The details remembered for ``job_id``, or None."""
+        ...
+
 
 def _ts(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(_TS)
@@ -100,6 +115,7 @@ class InMemoryJournal:
 
     def __init__(self) -> None:
         self._items: dict[tuple[str, str], Submission] = {}
+        self._details: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def get(self, provider: str, task_id: str) -> Submission | None:
@@ -151,6 +167,15 @@ class InMemoryJournal:
             if current.cancel_requested_at is None:
                 current = self._items[key] = replace(current, cancel_requested_at=now)
             return current.cancel_requested_at
+
+    def remember(self, provider: str, job_id: str, details: Mapping[str, Any], now: datetime) -> None:
+        with self._lock:
+            self._details[(provider, job_id)] = json.loads(json.dumps(details))
+
+    def recall(self, provider: str, job_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            details = self._details.get((provider, job_id))
+            return None if details is None else dict(details)
 
 
 class DynamoDBJournal:
@@ -289,3 +314,24 @@ class DynamoDBJournal:
                 return None
             raise
         return _parse_ts(response['Attributes']['cancel_requested_at']['S'])
+
+    @staticmethod
+    def _details_key(provider: str, job_id: str) -> dict[str, Any]:
+        return {'pk': {'S': f'JOBINFO#{provider}#{job_id}'}, 'sk': {'S': 'JOBINFO'}}
+
+    def remember(self, provider: str, job_id: str, details: Mapping[str, Any], now: datetime) -> None:
+        item = {
+            **self._details_key(provider, job_id),
+            'details': {'S': json.dumps(details, separators=(',', ':'), sort_keys=True)},
+            'ttl': {'N': str(int((now + JOURNAL_TTL).timestamp()))},
+        }
+        self.db.put_item(TableName=self.table, Item=item)
+
+    def recall(self, provider: str, job_id: str) -> dict[str, Any] | None:
+        item = self.db.get_item(TableName=self.table, Key=self._details_key(provider, job_id), ConsistentRead=True).get(
+            'Item'
+        )
+        if item is None:
+            return None
+        details: dict[str, Any] = json.loads(item['details']['S'])
+        return details

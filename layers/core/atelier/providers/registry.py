@@ -20,7 +20,10 @@ WEBHOOK_SECRET_NAMES = {
     'replicate': 'provider-webhook-secret-replicate',  # whsec_... from GET /v1/webhooks/default/secret
 }
 #: SSM secret names of the provider API tokens.
-API_TOKEN_NAMES = {'replicate': 'provider-api-token-replicate'}
+API_TOKEN_NAMES = {
+    'replicate': 'provider-api-token-replicate',
+    'fal': 'provider-api-token-fal',  # a fal API key, sent as `Authorization: Key <token>`
+}
 
 
 class UnknownProvider(NotFound):
@@ -59,11 +62,13 @@ def configured_providers(
     - ``cog`` when ``settings.cog_provider_url`` (``COG_PROVIDER_URL``) is set: one Cog server runs one model;
     - ``replicate`` when ``settings.replicate_enabled`` (``REPLICATE_ENABLED``): an explicit switch rather than
       "the token exists", so that no function reads SSM at cold start to learn which models to offer, and a
-      missing token fails loudly instead of silently hiding the models.
+      missing token fails loudly instead of silently hiding the models;
+    - ``fal`` when ``settings.fal_enabled`` (``FAL_ENABLED``), the same kind of switch, against
+      ``FAL_API_BASE`` (fal's queue API) with webhooks verified by the keys at ``FAL_JWKS_URL``.
 
-    Cog and Replicate keep their submissions in ``journal`` (default: the tasks table). Secrets are read
-    when an adapter first needs them. fal.ai models are in the catalog already; their adapter is later
-    work, so they are not offered yet.
+    Cog, Replicate and fal keep their submissions in ``journal`` (default: the tasks table). Secrets are
+    read when an adapter first needs them (a fal webhook needs no secret to be verified, only to fetch the
+    result it announces).
     """
     factories: dict[str, Callable[[], Provider]] = {}
     mock_provider_url = settings.mock_provider_url
@@ -113,4 +118,19 @@ def configured_providers(
             )
 
         factories['replicate'] = replicate
+    fal_api_base, fal_jwks_url = settings.fal_api_base, settings.fal_jwks_url
+    if settings.fal_enabled:
+
+        def fal() -> Provider:
+            from atelier.providers.fal.client import FalProvider
+
+            return FalProvider(
+                fal_api_base,
+                api_token=lambda: secret(API_TOKEN_NAMES['fal']),
+                jwks_url=fal_jwks_url,
+                catalog=catalog,
+                journal=submissions(),
+            )
+
+        factories['fal'] = fal
     return ProviderRegistry(factories)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from atelier.providers.base import JobError, JobState, Status
+from atelier.providers.base import JobError, JobState, ProviderCost, Status
 from atelier.storage import StoredObject
 
 TaskStatus = Status
@@ -45,6 +45,8 @@ class Task(_Frozen):
     charged: int = 0
     refunded: int = 0
     progress: float | None = None
+    #: Jobs ahead of this one in the provider's queue, while it waits there (None: not queued, or not said).
+    queue_position: int | None = None
     outputs: tuple[StoredObject, ...] = ()
     error: JobError | None = None
     created_at: datetime
@@ -55,6 +57,8 @@ class Task(_Frozen):
     provider_job_id: str | None = None
     #: The provider's final word (from a webhook, a poll or a cancel), once it has one.
     provider_state: JobState | None = None
+    #: What the provider says the job cost it (fal billable units...), kept for margin reports.
+    provider_cost: ProviderCost | None = None
     outcome: Outcome | None = None
     cancel_requested: bool = False
     #: The Step Functions task token of the wait in progress, if any.
@@ -97,6 +101,8 @@ class TaskView(_Frozen):
     outputs: list[OutputView]
     error: ErrorView | None
     progress: float | None
+    #: How many jobs are ahead of this one in the provider's queue while it waits there; null otherwise.
+    queue_position: int | None = None
     cancel_requested: bool
     created_at: datetime
     updated_at: datetime

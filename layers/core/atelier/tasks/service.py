@@ -398,6 +398,7 @@ class TaskService:
             outputs=outputs,
             error=None if task.error is None else ErrorView(code=task.error.code, message=task.error.message),
             progress=task.progress,
+            queue_position=None if task.is_final else task.queue_position,
             cancel_requested=task.cancel_requested,
             created_at=task.created_at,
             updated_at=task.updated_at,

@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from atelier.errors import DomainError, ErrorKind
-from atelier.providers.base import JobError, JobState, Status
+from atelier.providers.base import JobError, JobState, ProviderCost, Status
 from atelier.storage import StoredObject
 from atelier.tasks.models import Outcome, Task
 
@@ -127,7 +127,8 @@ def task_from_item(item: Mapping[str, Any]) -> Task:
         return None if text is None else json.loads(text)
 
     completed = s('completed_at')
-    state, outcome, error = loaded('provider_state'), loaded('outcome'), loaded('error')
+    state, outcome, error, cost = loaded('provider_state'), loaded('outcome'), loaded('error'), loaded('provider_cost')
+    position = n('queue_position')
     return Task(
         task_id=s('task_id') or '',
         account_id=s('account_id') or '',
@@ -140,6 +141,7 @@ def task_from_item(item: Mapping[str, Any]) -> Task:
         charged=int(n('charged') or 0),
         refunded=int(n('refunded') or 0),
         progress=n('progress'),
+        queue_position=None if position is None else int(position),
         outputs=tuple(StoredObject.model_validate(o) for o in loaded('outputs') or []),
         error=None if error is None else JobError.model_validate(error),
         created_at=parse_ts(s('created_at') or ''),
@@ -149,6 +151,7 @@ def task_from_item(item: Mapping[str, Any]) -> Task:
         request_hash=s('request_hash') or '',
         provider_job_id=s('provider_job_id'),
         provider_state=None if state is None else JobState.model_validate(state),
+        provider_cost=None if cost is None else ProviderCost.model_validate(cost),
         outcome=None if outcome is None else Outcome.model_validate(outcome),
         cancel_requested=bool(item.get('cancel_requested', {}).get('BOOL', False)),
         token=s('token'),
@@ -314,7 +317,7 @@ class TaskStore:
                 'TableName': self.table,
                 'Key': task_key(task.task_id),
                 'UpdateExpression': 'SET #status = :status, provider_job_id = :job, updated_at = :now, '
-                'gsi2pk = :gsi2pk',
+                'gsi2pk = :gsi2pk' + (', queue_position = :position' if state.queue_position is not None else ''),
                 'ConditionExpression': '#status = :queued AND attribute_not_exists(outcome)',
                 'ExpressionAttributeNames': {'#status': 'status'},
                 'ExpressionAttributeValues': {
@@ -323,6 +326,7 @@ class TaskStore:
                     ':now': _s(ts(now)),
                     ':gsi2pk': _s(f'STATUS#{status.value}'),
                     ':queued': _s(Status.QUEUED.value),
+                    **({':position': _n(state.queue_position)} if state.queue_position is not None else {}),
                 },
             }
         }
@@ -370,6 +374,11 @@ class TaskStore:
         if state.progress is not None:
             update += ', progress = :progress'
             values[':progress'] = _n(state.progress)
+        if state.queue_position is not None:
+            update += ', queue_position = :position'
+            values[':position'] = _n(state.queue_position)
+        else:  # out of the queue (or the provider does not say): no stale position
+            update += ' REMOVE queue_position'
         return self._update(
             task_id,
             update,
@@ -385,7 +394,11 @@ class TaskStore:
         if state.progress is not None:
             update += ', progress = :progress'
             values[':progress'] = _n(state.progress)
-        return self._update(task_id, update, 'attribute_not_exists(provider_state)', values)
+        if state.cost is not None:
+            # Beside the provider's report (which erasure removes): the cost stays for accounting.
+            update += ', provider_cost = :cost'
+            values[':cost'] = _json(state.cost)
+        return self._update(task_id, update + ' REMOVE queue_position', 'attribute_not_exists(provider_state)', values)
 
     def request_cancel(self, task_id: str, now: datetime) -> Task | None:
         return self._update(
@@ -441,7 +454,7 @@ class TaskStore:
         names = {'#status': 'status', '#token': 'token'}
         if outcome.error is not None:
             names['#error'] = 'error'
-        update += ' REMOVE gsi2pk, gsi2sk, #token'
+        update += ' REMOVE gsi2pk, gsi2sk, #token, queue_position'
         return self._update(task.task_id, update, '#status IN (:q, :s, :r)', values, ExpressionAttributeNames=names)
 
     def erase(self, task_id: str, now: datetime) -> bool:

@@ -69,7 +69,14 @@ from atelier.providers.base import (
     ProviderUnavailable,
     Status,
 )
-from atelier.providers.common import LazySecret, SecretSource, content_type_for, metric_seconds, output_urls
+from atelier.providers.common import (
+    LazySecret,
+    SecretSource,
+    content_type_for,
+    delivered_credits,
+    metric_seconds,
+    output_urls,
+)
 from atelier.providers.journal import SubmissionJournal
 
 if TYPE_CHECKING:
@@ -297,7 +304,4 @@ class CogProvider:
             model = self._catalog.get(str(request.get('model_id')))
         except UnknownModel:
             return None
-        if model.kind != 'image':
-            return model.actual_cost(data)
-        requested = model.input_model.model_construct(**data).image_count()
-        return model.actual_cost(data, images=min(delivered, requested) if requested else delivered)
+        return delivered_credits(model, data, delivered)

@@ -47,6 +47,7 @@ from atelier.providers.common import (
     LazySecret,
     SecretSource,
     content_type_for,
+    delivered_credits,
     metric_seconds,
     output_urls,
     signed_prediction,
@@ -306,10 +307,7 @@ class ReplicateProvider:
         if model is None or not isinstance(data, dict) or not data:
             return None
         family = inputs.to_family(inputs.split_model(model.provider_model)[0], data)
-        if model.kind != 'image':
-            return model.actual_cost(family)
-        requested = model.input_model.model_construct(**family).image_count()
-        return model.actual_cost(family, images=min(delivered, requested) if requested else delivered)
+        return delivered_credits(model, family, delivered)
 
 
 def _task_of(prediction: dict[str, Any]) -> str | None:

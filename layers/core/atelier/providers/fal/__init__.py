@@ -1,0 +1,1 @@
+"""fal.ai: the queue API adapter and its webhook signatures."""

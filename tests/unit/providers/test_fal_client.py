@@ -1,0 +1,230 @@
+"""The fal adapter against the fake fal on 127.0.0.1: queue, statuses, result, cost, cancel, webhooks, quirks."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from atelier.catalog import load_catalog
+from atelier.providers import Job, JobState, ProviderUnavailable, Status
+from atelier.providers.base import MalformedWebhook
+from atelier.providers.fal.client import COST_UNIT, FalProvider
+from atelier.providers.journal import InMemoryJournal
+from infra.local.fake_fal import FakeFal
+from tests.support.webhooks import WebhookReceiver, receiving
+
+TOKEN = 'fal_atelier_test'
+FLUX = load_catalog().get('fal/flux-dev')
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    with receiving(WebhookReceiver(), '/webhooks/providers/fal') as state:
+        yield state
+
+
+@pytest.fixture
+def fal() -> Iterator[FakeFal]:
+    server = FakeFal(token=TOKEN, time_scale=0.05)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def journal() -> InMemoryJournal:
+    return InMemoryJournal()
+
+
+@pytest.fixture
+def provider(fal: FakeFal, journal: InMemoryJournal) -> FalProvider:
+    return FalProvider(
+        fal.base_url,
+        api_token=TOKEN,
+        jwks_url=f'{fal.base_url}/.well-known/jwks.json',
+        catalog=load_catalog(),
+        journal=journal,
+    )
+
+
+def job(task_id: str = 'tsk_1', *, webhook: str = '', deadline: int = 300, **data: Any) -> Job:
+    return Job(
+        task_id=task_id,
+        model_id=FLUX.id,
+        provider_model=FLUX.provider_model,
+        input={'prompt': 'a red fox', 'num_images': 1, 'resolution': '1024x1024', 'quality': 'standard', **data},
+        webhook_url=webhook,
+        deadline_seconds=deadline,
+    )
+
+
+def until_final(provider: FalProvider, request_id: str, timeout: float = 5.0) -> JobState:
+    deadline = time.monotonic() + timeout
+    while not (state := provider.poll(request_id)).is_final:
+        assert time.monotonic() < deadline, state
+        time.sleep(0.02)
+    return state
+
+
+def test_submit_queues_once_with_the_webhook_the_key_and_the_start_timeout(
+    fal: FakeFal, provider: FalProvider, receiver: WebhookReceiver
+) -> None:
+    state = provider.submit(job(webhook=receiver.url, deadline=120, resolution='512x512', quality='hd'))
+    assert state.status is Status.SUBMITTED and state.queue_position == 0
+    [(model, headers, query, body)] = fal.submits
+    assert model == 'fal-ai/flux/dev'
+    assert headers['authorization'] == f'Key {TOKEN}'
+    assert headers['x-fal-request-timeout'] == '120'
+    assert query == {'fal_webhook': receiver.url}
+    assert body == {'prompt': 'a red fox', 'num_images': 1, 'image_size': 'square', 'num_inference_steps': 50}
+    # A second submit of the same task (its answer was lost) follows the same request: nothing new is queued
+    again = provider.submit(job(webhook=receiver.url))
+    assert again.provider_job_id == state.provider_job_id and len(fal.submits) == 1
+
+
+def test_a_request_succeeds_with_its_images_and_fal_billable_units(fal: FakeFal, provider: FalProvider) -> None:
+    request_id = provider.submit(job(num_images=2)).provider_job_id
+    state = until_final(provider, request_id)
+    assert state.status is Status.SUCCEEDED and state.raw_status == 'COMPLETED'
+    assert [o.content_type for o in state.outputs] == ['image/png', 'image/png']
+    assert all(o.url.startswith(f'{fal.base_url}/files/{request_id}/') for o in state.outputs)
+    assert state.cost is not None and (state.cost.unit, state.cost.amount) == (COST_UNIT, 2.0)
+    assert state.actual_credits == FLUX.estimate(FLUX.validate_input({'prompt': 'x', 'num_images': 2}))
+
+
+def test_status_urls_name_the_app_and_are_used_as_given(
+    fal: FakeFal, provider: FalProvider, journal: InMemoryJournal
+) -> None:
+    request_id = provider.submit(job()).provider_job_id
+    details = journal.recall('fal', request_id)
+    assert details is not None
+    assert details['status_url'] == f'{fal.base_url}/fal-ai/flux/requests/{request_id}/status'
+    assert details['response_url'] == f'{fal.base_url}/fal-ai/flux/requests/{request_id}'
+
+
+def test_in_queue_shows_the_queue_position(fal: FakeFal, provider: FalProvider) -> None:
+    held = [provider.submit(job(f'tsk_{n}', prompt=f'fal:queued {n}')).provider_job_id for n in range(3)]
+    positions = [provider.poll(request_id) for request_id in held]
+    assert [(s.status, s.raw_status, s.queue_position) for s in positions] == [
+        (Status.SUBMITTED, 'IN_QUEUE', n) for n in range(3)
+    ]
+
+
+def test_completed_then_422_on_the_result_is_a_failure_fal_may_bill(provider: FalProvider) -> None:
+    request_id = provider.submit(job(prompt='fal:422 something')).provider_job_id
+    state = until_final(provider, request_id)
+    assert state.status is Status.FAILED
+    assert state.error is not None and state.error.code == 'provider_rejected_input'
+    assert 'flagged' not in state.error.message  # fal's text is logged, not shown
+    assert state.charged_by_provider is True
+
+
+def test_a_start_timeout_at_fal_is_expired_and_not_billed(provider: FalProvider) -> None:
+    request_id = provider.submit(job(prompt='fal:queued forever', deadline=1)).provider_job_id
+    state = until_final(provider, request_id, timeout=5)
+    assert state.status is Status.EXPIRED
+    assert state.error is not None and state.error.code == 'provider_start_timeout'
+    assert state.charged_by_provider is False
+
+
+def test_cancel_while_queued_removes_it_and_is_final(fal: FakeFal, provider: FalProvider) -> None:
+    request_id = provider.submit(job(prompt='fal:queued')).provider_job_id
+    state = provider.cancel(request_id)
+    assert state.status is Status.CANCELED and state.is_final and not state.charged_by_provider
+    assert fal.requests[request_id].status == 'COMPLETED'
+    assert provider.poll(request_id).status is Status.CANCELED  # its result answers 499
+
+
+def test_cancel_while_running_is_only_a_request_and_the_result_decides(fal: FakeFal, provider: FalProvider) -> None:
+    request_id = provider.submit(job(prompt='fal:slow')).provider_job_id
+    deadline = time.monotonic() + 5
+    while provider.poll(request_id).status is not Status.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    asked = provider.cancel(request_id)
+    assert (asked.status, asked.raw_status, asked.is_final) == (Status.RUNNING, 'CANCELLATION_REQUESTED', False)
+    assert until_final(provider, request_id).status is Status.SUCCEEDED  # this app finished its work anyway
+    assert provider.cancel(request_id).status is Status.SUCCEEDED  # ALREADY_COMPLETED: the status tells
+
+
+def test_an_internal_retry_is_the_same_request(fal: FakeFal, provider: FalProvider, receiver: WebhookReceiver) -> None:
+    request_id = provider.submit(job(prompt='fal:retry', webhook=receiver.url)).provider_job_id
+    hook = receiver.wait_for(lambda h: h.json['request_id'] == request_id)
+    assert hook.json['gateway_request_id'] != request_id
+    state = provider.parse_webhook(hook.headers, hook.body)
+    assert (state.provider_job_id, state.status) == (request_id, Status.SUCCEEDED)
+    assert fal.requests[request_id].attempts == 2
+
+
+def test_a_webhook_is_verified_then_the_result_is_fetched(provider: FalProvider, receiver: WebhookReceiver) -> None:
+    request_id = provider.submit(job(webhook=receiver.url)).provider_job_id
+    hook = receiver.wait_for(lambda h: h.json['request_id'] == request_id)
+    assert set(hook.headers) >= {
+        'x-fal-webhook-request-id',
+        'x-fal-webhook-user-id',
+        'x-fal-webhook-timestamp',
+        'x-fal-webhook-signature',
+    }
+    state = provider.parse_webhook(hook.headers, hook.body)
+    assert state.status is Status.SUCCEEDED and len(state.outputs) == 1
+    assert state.cost is not None and state.cost.amount == 1.0
+
+
+def test_an_error_webhook_with_a_null_payload_is_a_failure(provider: FalProvider, receiver: WebhookReceiver) -> None:
+    request_id = provider.submit(job(prompt='fal:error-null', webhook=receiver.url)).provider_job_id
+    hook = receiver.wait_for(lambda h: h.json['request_id'] == request_id)
+    assert hook.json['status'] == 'ERROR' and hook.json['payload'] is None and hook.json['payload_error']
+    state = provider.parse_webhook(hook.headers, hook.body)
+    assert state.status is Status.FAILED and state.error is not None and state.error.code == 'provider_error'
+    assert state.charged_by_provider is False  # fal never bills a 5xx
+
+
+def test_a_webhook_whose_body_names_another_request_is_malformed(
+    fal: FakeFal, provider: FalProvider, receiver: WebhookReceiver
+) -> None:
+    request_id = provider.submit(job(webhook=receiver.url)).provider_job_id
+    body = json.dumps({'request_id': 'someone-else', 'status': 'OK', 'payload': {}}).encode()
+    with pytest.raises(MalformedWebhook):
+        provider.parse_webhook(fal.signed_headers(body, request_id), body)
+
+
+def test_the_token_is_sent_only_to_the_api_base(fal: FakeFal, provider: FalProvider, journal: InMemoryJournal) -> None:
+    journal.remember(
+        'fal',
+        'req-elsewhere',
+        {'status_url': 'https://attacker.example/status', 'response_url': '', 'cancel_url': ''},
+        datetime.now(UTC),
+    )
+    with pytest.raises(ProviderUnavailable, match='not on the API base'):
+        provider.poll('req-elsewhere')
+
+
+def test_an_unknown_request_is_lost(provider: FalProvider) -> None:
+    assert provider.poll('never-submitted').error is not None
+    assert provider.poll('never-submitted').status is Status.FAILED
+
+
+def test_a_submit_whose_answer_was_lost_is_retried_only_after_a_while(fal: FakeFal, journal: InMemoryJournal) -> None:
+    now = [datetime.now(UTC)]
+    provider = FalProvider(
+        fal.base_url,
+        api_token=TOKEN,
+        jwks_url='',
+        catalog=load_catalog(),
+        journal=journal,
+        clock=lambda: now[0],
+    )
+    # Given a claim whose POST's outcome is unknown (sent, then no answer)
+    assert journal.claim('fal', 'tsk_lost', attempt=1, now=now[0])
+    with pytest.raises(ProviderUnavailable):
+        provider.submit(job('tsk_lost'))
+    assert fal.submits == []
+    # When long enough has passed for any earlier attempt to be over, it is submitted again (once)
+    now[0] += timedelta(seconds=41)
+    assert provider.submit(job('tsk_lost')).status is Status.SUBMITTED
+    assert len(fal.submits) == 1
