@@ -117,9 +117,7 @@ def test_checkout_of_a_plan_creates_a_subscription_session(world: World, stripe_
         ({'pack_id': 'pack_100', 'credits': 5}, 'validation_error'),
     ],
 )
-def test_a_checkout_that_is_not_exactly_one_pack_or_plan_is_422(
-    world: World, stripe_api: FakeStripeServer, body, code
-):
+def test_a_checkout_that_is_not_exactly_one_pack_or_plan_is_422(world: World, stripe_api: FakeStripeServer, body, code):
     account = world.account()
     reply = world.api('POST', '/v1/checkout', account, body)
     assert reply.status == 422 and reply.body['error']['code'] == code
