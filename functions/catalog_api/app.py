@@ -34,7 +34,7 @@ def handle_list_models(account_id: Account) -> ModelList:
     security=[{'bearer': []}, {'apiKey': []}],
     operation_id='estimateTask',
     summary='What a task would hold (its most) in credits; nothing is held or created',
-    responses=answers({200: 'The credits a createTask with this body would hold'}, BODY, BEARER_OR_KEY),
+    responses=answers({200: 'The credits a createTask with this body would hold'}, BODY, BEARER_OR_KEY, 404),
 )
 def handle_estimate(account_id: Account, body: EstimateRequest) -> Estimate:
     return task_service().estimate(body.model, body.input)

@@ -32,7 +32,7 @@ app = create_resolver()
 
 
 class DeviceSignInIn(BaseModel):
-    model_config = ConfigDict(extra='forbid')
+    model_config = ConfigDict(extra='forbid', strict=True)  # JSON types as sent: 0 is not false
     device_id: str = Field(min_length=16, max_length=128, description='A stable id of the device, 16-128 chars.')
     device_secret: str | None = Field(
         default=None,
@@ -42,7 +42,7 @@ class DeviceSignInIn(BaseModel):
 
 
 class OidcSignInIn(BaseModel):
-    model_config = ConfigDict(extra='forbid')
+    model_config = ConfigDict(extra='forbid', strict=True)  # JSON types as sent: 0 is not false
     provider: str = Field(min_length=1, max_length=64, description='An enabled provider id (GET /v1/auth/providers).')
     id_token: str = Field(min_length=1, max_length=16_384, description="The provider's OpenID Connect ID token.")
     nonce: str | None = Field(
@@ -66,12 +66,12 @@ class LinkOut(BaseModel):
 
 
 class RefreshIn(BaseModel):
-    model_config = ConfigDict(extra='forbid')
+    model_config = ConfigDict(extra='forbid', strict=True)  # JSON types as sent: 0 is not false
     refresh_token: str = Field(min_length=1, max_length=512)
 
 
 class LogoutIn(BaseModel):
-    model_config = ConfigDict(extra='forbid')
+    model_config = ConfigDict(extra='forbid', strict=True)  # JSON types as sent: 0 is not false
     all: bool = Field(default=False, description='Sign out every session of the account, not only this one.')
 
 

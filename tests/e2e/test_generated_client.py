@@ -73,7 +73,7 @@ def test_a_generated_client_signs_in_runs_a_task_downloads_it_and_reads_the_ledg
         model=models.MockImageTaskModel('mock/image'), input_=models.MockImageInput(prompt='a red fox', num_images=2)
     )
     estimate = module(client_package, 'api.catalog.estimate_task').sync(client=signed_in, body=request)
-    assert isinstance(estimate, models.Estimate) and estimate.credits == 8
+    assert isinstance(estimate, models.Estimate) and estimate.credits_ == 8  # (credits is a Python builtin: the generator names it credits_)
 
     # create (202, the queued task)
     created = module(client_package, 'api.tasks.create_task').sync_detailed(
@@ -90,7 +90,7 @@ def test_a_generated_client_signs_in_runs_a_task_downloads_it_and_reads_the_ledg
         time.sleep(0.5)
         task = get_task.sync(client=signed_in, task_id=task_id)
     assert task.status.value == 'succeeded', task
-    assert task.credits.charged == 8
+    assert task.credits_.charged == 8
 
     # download
     assert len(task.outputs) == 2
@@ -99,9 +99,10 @@ def test_a_generated_client_signs_in_runs_a_task_downloads_it_and_reads_the_ledg
         assert image.status_code == 200 and image.content.startswith(PNG_SIGNATURE)
         assert output.size == len(image.content)
 
-    # ledger: the grant, the hold and its capture
+    # ledger: the hold took 8 from available into held, its capture spent those 8 held
     page = module(client_package, 'api.credits_.list_ledger_entries').sync(client=signed_in)
     assert isinstance(page, models.LedgerPage)
-    assert sorted((e.kind, e.amount) for e in page.items if e.task_id == task_id) == [('capture', 8), ('hold', 8)]
+    task_entries = sorted((e.kind, e.amount, e.held_delta) for e in page.items if e.task_id == task_id)
+    assert task_entries == [('capture', 0, -8), ('hold', -8, 8)]
     me = module(client_package, 'api.identity.get_me').sync(client=signed_in)
     assert (me.balance.available, me.balance.held) == (12, 0)
