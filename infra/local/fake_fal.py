@@ -114,6 +114,9 @@ class FakeFal(LocalHTTPService):
         webhook_attempts: int = 10,
     ) -> None:
         super().__init__(host, port)
+        #: The origin of the URLs a submit answers, by URL name (``status_url``...; default: this server's own).
+        #: A misconfigured deployment sees fal answer on another origin than its FalApiBase.
+        self.url_origins: dict[str, str] = {}
         self.token = token
         self.time_scale = time_scale
         self.workers = workers
@@ -209,15 +212,19 @@ class FakeFal(LocalHTTPService):
             self.requests[request_id] = request
             self._queue.append(request_id)
             position = self._position(request)
-        base = f'{self.base_url}/{app}/requests/{request_id}'
+        path = f'/{app}/requests/{request_id}'
+
+        def url(name: str, suffix: str = '') -> str:
+            return f'{self.url_origins.get(name, self.base_url)}{path}{suffix}'
+
         return {
             'request_id': request_id,
             'gateway_request_id': request_id,
             'status': 'IN_QUEUE',
             'queue_position': position,
-            'status_url': f'{base}/status',
-            'response_url': base,
-            'cancel_url': f'{base}/cancel',
+            'status_url': url('status_url', '/status'),
+            'response_url': url('response_url'),
+            'cancel_url': url('cancel_url', '/cancel'),
         }
 
     def _position(self, request: FalRequest) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from atelier.catalog import load_catalog
-from atelier.providers import Job, JobState, ProviderUnavailable, Status
+from atelier.providers import Job, JobState, ProviderRejected, ProviderUnavailable, Status
 from atelier.providers.base import MalformedWebhook
 from atelier.providers.fal.client import COST_UNIT, FalProvider
 from atelier.providers.journal import InMemoryJournal
@@ -227,4 +227,40 @@ def test_a_submit_whose_answer_was_lost_is_retried_only_after_a_while(fal: FakeF
     # When long enough has passed for any earlier attempt to be over, it is submitted again (once)
     now[0] += timedelta(seconds=41)
     assert provider.submit(job('tsk_lost')).status is Status.SUBMITTED
+    assert len(fal.submits) == 1
+
+
+def _elsewhere(fal: FakeFal) -> str:
+    """The fake's own server under another origin (``localhost`` is not ``127.0.0.1``): reachable, not trusted."""
+    return fal.base_url.replace('127.0.0.1', 'localhost')
+
+
+def test_urls_off_the_api_base_fail_the_task_and_never_queue_a_second_request(
+    fal: FakeFal, provider: FalProvider, journal: InMemoryJournal
+) -> None:
+    # Given fal answers a submit with URLs on another origin than FalApiBase (a deployment error)
+    fal.url_origins = dict.fromkeys(('status_url', 'response_url', 'cancel_url'), _elsewhere(fal))
+    # When the task is submitted
+    with pytest.raises(ProviderRejected):
+        provider.submit(job('tsk_elsewhere', prompt='fal:queued elsewhere'))
+    # Then fal's request is on record for the task, and submitting again (a retried step) queues nothing new
+    [request_id] = list(fal.requests)
+    record = journal.get('fal', 'tsk_elsewhere')
+    assert record is not None and record.job_id == request_id
+    for _ in range(3):
+        again = provider.submit(job('tsk_elsewhere', prompt='fal:queued elsewhere'))
+        assert (again.provider_job_id, again.status) == (request_id, Status.FAILED)  # that request, never a new one
+    assert len(fal.submits) == 1
+    # And no URL fal named was called with the token (the untrusted cancel URL neither)
+    assert fal.requests[request_id].status == 'IN_QUEUE'
+
+
+def test_a_request_whose_cancel_url_is_trusted_is_canceled_when_the_others_are_not(
+    fal: FakeFal, provider: FalProvider
+) -> None:
+    fal.url_origins = {'status_url': _elsewhere(fal), 'response_url': _elsewhere(fal)}
+    with pytest.raises(ProviderRejected):
+        provider.submit(job('tsk_half', prompt='fal:queued half elsewhere'))
+    [request] = fal.requests.values()
+    assert request.status == 'COMPLETED' and request.result is not None and request.result[0] == 499
     assert len(fal.submits) == 1

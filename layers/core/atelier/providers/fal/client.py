@@ -46,7 +46,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from atelier.catalog import Catalog, UnknownModel
@@ -251,8 +251,10 @@ class FalProvider:
             raise ProviderUnavailable('fal answered the submit without a request id.')
         urls = {name: payload.get(name) for name in ('status_url', 'response_url', 'cancel_url')}
         if not all(isinstance(url, str) and self._trusted(url) for url in urls.values()):
-            self._journal.release(NAME, job.task_id, attempt)
-            raise ProviderUnavailable('fal answered the submit without its status, result and cancel URLs.')
+            # fal queued (and may bill) this request: the claim is never given back, or the next submit
+            # would queue another. Without URLs we may send the token to, it cannot be followed: a
+            # deployment error (FalApiBase is not the origin fal answers with), never retried.
+            self._untrusted(job, request_id, urls)
         details = {'task_id': job.task_id, 'model_id': job.model_id, 'input': job.input, **urls}
         self._journal.remember(NAME, request_id, details, self._clock())
         job_id = self._journal.record(NAME, job.task_id, request_id)
@@ -272,6 +274,21 @@ class FalProvider:
             raw_status=str(payload.get('status') or 'IN_QUEUE'),
             queue_position=position if isinstance(position, int) and position >= 0 else None,
         )
+
+    def _untrusted(self, job: Job, request_id: str, urls: Mapping[str, Any]) -> NoReturn:
+        """fal queued ``request_id`` but answered URLs off the API base: keep it, stop it if we can, fail the task."""
+        self._journal.record(NAME, job.task_id, request_id)
+        logger.error(
+            'fal: the request URLs are not on FalApiBase; the task fails (check FalApiBase)',
+            extra={'task_id': job.task_id, 'request_id': request_id, 'api_base': self._base_url, **urls},
+        )
+        cancel_url = urls.get('cancel_url')
+        if isinstance(cancel_url, str) and self._trusted(cancel_url):
+            try:
+                self._send('PUT', cancel_url)
+            except ProviderUnavailable:
+                logger.warning('fal: could not cancel a request it cannot follow', extra={'request_id': request_id})
+        raise ProviderRejected('The provider answered in a way this deployment cannot follow.')
 
     # ------------------------------------------------------------------ the result decides
     def _result(self, request_id: str, details: Mapping[str, Any]) -> JobState:
