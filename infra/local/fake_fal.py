@@ -36,6 +36,7 @@ Quirks, by a marker in the prompt (like the mock provider's models):
 ======================  ============================================================================
 ``fal:queued``          no runner takes it: it stays ``IN_QUEUE`` until canceled or its start timeout
 ``fal:slow``            runs about 4 s (cancel while running)
+``fal:held``            runs until the test calls :meth:`FakeFal.finish` (deterministic "while running")
 ``fal:error-null``      fails; the webhook is ``ERROR`` with ``payload: null`` and a ``payload_error``
                         (fal-js#153); the result answers 500
 ``fal:422``             ``COMPLETED``, then the result answers 422 (TanStack/ai PR#396); the webhook is
@@ -131,6 +132,7 @@ class FakeFal(LocalHTTPService):
         self._keys: list[tuple[str, Any]] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._finish: dict[str, threading.Event] = {}
         self.rotate_key()
 
     # ---------------------------------------------------------------- lifecycle
@@ -189,6 +191,12 @@ class FakeFal(LocalHTTPService):
             'X-Fal-Webhook-Timestamp': ts,
             'X-Fal-Webhook-Signature': signature,
         }
+
+    def finish(self, request_id: str) -> None:
+        """Let a ``fal:held`` request's app complete its work."""
+        with self._lock:
+            event = self._finish.setdefault(request_id, threading.Event())
+        event.set()
 
     def redeliver(self, request_id: str, webhook: dict[str, Any] | None = None) -> int:
         """Send the request's webhook again (or ``webhook`` instead), once; the HTTP status answered."""
@@ -286,7 +294,13 @@ class FakeFal(LocalHTTPService):
 
     def _run(self, request: FalRequest) -> None:
         try:
-            self._stopping.wait((4.0 if request.marked('slow') else 0.8) * self.time_scale)
+            if request.marked('held'):
+                with self._lock:
+                    finish = self._finish.setdefault(request.request_id, threading.Event())
+                while not finish.wait(0.05) and not self._stopping.is_set():
+                    pass
+            else:
+                self._stopping.wait((4.0 if request.marked('slow') else 0.8) * self.time_scale)
             if self._stopping.is_set():
                 return
             with self._lock:

@@ -249,12 +249,8 @@ def test_an_internal_retry_at_fal_is_one_task_charged_once(stack: Stack) -> None
     assert balance(user) == {'available': 20 - IMAGE_CREDITS, 'held': 0}
 
 
-def test_a_missed_deadline_expires_the_task_refunds_it_and_stops_fal(stack: Stack) -> None:
-    # Given a task stuck in fal's queue
-    user = funded(stack, 20)
-    task_id = create(user, FLUX, prompt='fal:queued a late fox').json()['id']
-    wait_status(user, task_id, {'submitted'})
-    # When its deadline passes (moved into the past, beyond the sweeper's grace, as time would move it)
+def pass_deadline(stack: Stack, task_id: str) -> None:
+    """Move the task's deadline into the past, beyond the sweeper's grace, as time would move it."""
     past = datetime.now(UTC) - timedelta(seconds=120)
     stack.client('dynamodb').update_item(
         TableName=stack.physical_id('TasksTable'),
@@ -262,6 +258,15 @@ def test_a_missed_deadline_expires_the_task_refunds_it_and_stops_fal(stack: Stac
         UpdateExpression='SET deadline_at = :deadline, gsi2sk = :sk',
         ExpressionAttributeValues={':deadline': {'S': ts(past)}, ':sk': {'S': f'{ts(past)}#{task_id}'}},
     )
+
+
+def test_a_missed_deadline_expires_the_task_refunds_it_and_stops_fal(stack: Stack) -> None:
+    # Given a task stuck in fal's queue
+    user = funded(stack, 20)
+    task_id = create(user, FLUX, prompt='fal:queued a late fox').json()['id']
+    wait_status(user, task_id, {'submitted'})
+    # When its deadline passes
+    pass_deadline(stack, task_id)
     task = wait_final(user, task_id, timeout=30)
     # Then it expired, every credit back, and fal was told to drop the request
     assert task['status'] == 'expired' and task['error']['code'] == 'deadline_exceeded'
@@ -269,3 +274,31 @@ def test_a_missed_deadline_expires_the_task_refunds_it_and_stops_fal(stack: Stac
     assert balance(user) == {'available': 20, 'held': 0}
     request = fake_fal(stack).requests[request_of(stack, task_id)]
     assert request.status == 'COMPLETED' and request.result is not None and request.result[0] == 499
+
+
+def test_a_result_after_the_task_expired_keeps_fals_cost_and_moves_no_credit(stack: Stack) -> None:
+    # Given a task whose request is running at fal
+    user = funded(stack, 20)
+    task_id = create(user, FLUX, prompt='fal:held a late finisher').json()['id']
+    fal = fake_fal(stack)
+    wait_status(user, task_id, {'submitted', 'running'})
+    request_id = request_of(stack, task_id)
+    deadline = time.monotonic() + 10
+    while fal.requests[request_id].status != 'IN_PROGRESS':
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    # When the task's deadline passes (fal only gets a cancellation request: the app runs on) ...
+    pass_deadline(stack, task_id)
+    expired = wait_final(user, task_id, timeout=30)
+    assert expired['status'] == 'expired' and expired['credits']['refunded'] == IMAGE_CREDITS
+    # ... and then fal finishes the request and reports it
+    fal.finish(request_id)
+    deadline = time.monotonic() + 20
+    while 'provider_cost' not in (item := task_item(stack, task_id)):
+        assert time.monotonic() < deadline, 'no cost recorded'
+        time.sleep(0.1)
+    # Then ops see what fal billed for it, and the user's task and credits are as settled
+    assert json.loads(item['provider_cost']['S']) == {'unit': 'fal_billable_units', 'amount': 1.0}
+    after = user.get(f'/v1/tasks/{task_id}').json()
+    assert (after['status'], after['credits'], after['outputs']) == ('expired', expired['credits'], [])
+    assert balance(user) == {'available': 20, 'held': 0}

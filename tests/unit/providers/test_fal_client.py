@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from atelier.catalog import load_catalog
-from atelier.providers import Job, JobState, ProviderRejected, ProviderUnavailable, Status
+from atelier.providers import Job, JobState, ProviderRejected, ProviderUnavailable, StartTooLate, Status
 from atelier.providers.base import MalformedWebhook
 from atelier.providers.fal.client import COST_UNIT, FalProvider
 from atelier.providers.journal import InMemoryJournal
@@ -79,7 +79,8 @@ def test_submit_queues_once_with_the_webhook_the_key_and_the_start_timeout(
     [(model, headers, query, body)] = fal.submits
     assert model == 'fal-ai/flux/dev'
     assert headers['authorization'] == f'Key {TOKEN}'
-    assert headers['x-fal-request-timeout'] == '120'
+    # fal's start timeout: the time left minus the model's run, so a request that starts runs before our deadline
+    assert headers['x-fal-request-timeout'] == str(120 - FLUX.limits.expected_run_seconds)
     assert query == {'fal_webhook': receiver.url}
     assert body == {'prompt': 'a red fox', 'num_images': 1, 'image_size': 'square', 'num_inference_steps': 50}
     # A second submit of the same task (its answer was lost) follows the same request: nothing new is queued
@@ -125,11 +126,22 @@ def test_completed_then_422_on_the_result_is_a_failure_fal_may_bill(provider: Fa
 
 
 def test_a_start_timeout_at_fal_is_expired_and_not_billed(provider: FalProvider) -> None:
-    request_id = provider.submit(job(prompt='fal:queued forever', deadline=1)).provider_job_id
+    deadline = FLUX.limits.expected_run_seconds + 1  # fal may wait 1 s for it to start
+    request_id = provider.submit(job(prompt='fal:queued forever', deadline=deadline)).provider_job_id
     state = until_final(provider, request_id, timeout=5)
     assert state.status is Status.EXPIRED
     assert state.error is not None and state.error.code == 'provider_start_timeout'
     assert state.charged_by_provider is False
+
+
+def test_too_little_time_left_to_run_sends_nothing(
+    fal: FakeFal, provider: FalProvider, journal: InMemoryJournal
+) -> None:
+    # Given a task with less time left than its model runs
+    with pytest.raises(StartTooLate):
+        provider.submit(job('tsk_late', deadline=FLUX.limits.expected_run_seconds))
+    # Then nothing reached fal, and nothing is left claimed
+    assert fal.submits == [] and journal.get('fal', 'tsk_late') is None
 
 
 def test_cancel_while_queued_removes_it_and_is_final(fal: FakeFal, provider: FalProvider) -> None:

@@ -54,6 +54,12 @@ class ProviderRejected(DomainError):
     code = 'provider_rejected'
 
 
+class StartTooLate(ProviderRejected):
+    """Too little of the task's time is left for the job to start and finish: nothing was sent (the task expires)."""
+
+    code = 'deadline_exceeded'
+
+
 class InvalidWebhookSignature(Unauthorized):
     code = 'invalid_signature'
 

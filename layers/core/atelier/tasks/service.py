@@ -32,6 +32,7 @@ from atelier.providers.base import (
     JobState,
     ProviderRejected,
     ProviderUnavailable,
+    StartTooLate,
     Status,
 )
 from atelier.providers.registry import ProviderRegistry
@@ -276,7 +277,9 @@ class TaskService:
                 state = provider.submit(job)
             except ProviderRejected as exc:
                 rejected = JobState(
-                    provider_job_id='', status=Status.FAILED, error=JobError(code=exc.code, message=exc.message)
+                    provider_job_id='',
+                    status=Status.EXPIRED if isinstance(exc, StartTooLate) else Status.FAILED,
+                    error=JobError(code=exc.code, message=exc.message),
                 )
                 self.store.record_final_state(task.task_id, rejected, self.clock())
                 return self._route(self._load(task.task_id), first=True)
@@ -347,6 +350,10 @@ class TaskService:
         if task is None or task.provider != provider_name:
             raise TaskNotFound('No task has this provider job.')
         if task.is_final or task.provider_state is not None:
+            if state.cost is not None and task.provider_cost is None:
+                # A job that finished after its task ended (a late start, a cancel that was only a request):
+                # the provider billed it, so ops see its cost; the credits were settled and stay as they are.
+                self.store.record_cost(task.task_id, state.cost)
             return 'ignored'
         if state.is_final:
             return 'recorded' if self._record_final(task, state) else 'ignored'

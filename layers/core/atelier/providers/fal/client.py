@@ -2,9 +2,14 @@
 reference doc's F1-F11).
 
 - Submit: ``POST {api_base}/{model_id}?fal_webhook={url}`` with ``Authorization: Key {token}`` and the
-  model's input as the body. ``X-Fal-Request-Timeout`` carries the task's time left: fal's *start*
-  timeout, so fal drops (and does not bill) a request that could not start before our deadline; it then
-  ends with a 504 and ``X-Fal-Request-Timeout-Type: user`` (F4, fal-ai/fal PR#776), taken as ``expired``.
+  model's input as the body. ``X-Fal-Request-Timeout`` is fal's *start* timeout only (F4, fal-ai/fal
+  PR#776): a request not started by then ends with a 504 and ``X-Fal-Request-Timeout-Type: user``
+  (taken as ``expired``, not billed), but one that starts in time runs to its end, however long. So it
+  carries the task's time left minus the model's ``expected_run_seconds`` (catalog limits): a request
+  that could start only too late to finish before our deadline is dropped by fal, unbilled. With less
+  time left than that, nothing is sent (:class:`~atelier.providers.base.StartTooLate`). A request that
+  still finishes after its task ended (it ran long, or a cancel was only a request) has its result's
+  cost recorded on the task all the same, credits untouched (see ``TaskService.handle_webhook``).
   fal answers ``request_id`` and the request's ``status_url``, ``response_url`` and ``cancel_url``; those
   URLs name the model's app (``fal-ai/flux``), not the model (``fal-ai/flux/dev``), so they are kept in the
   :mod:`~atelier.providers.journal` by request id and used as given, never rebuilt (F1, F2). The token is
@@ -59,6 +64,7 @@ from atelier.providers.base import (
     ProviderCost,
     ProviderRejected,
     ProviderUnavailable,
+    StartTooLate,
     Status,
 )
 from atelier.providers.common import LazySecret, SecretSource, delivered_credits
@@ -221,7 +227,11 @@ class FalProvider:
         import httpx
 
         params = {'fal_webhook': job.webhook_url} if job.webhook_url else None
-        headers = {'X-Fal-Request-Timeout': str(max(1, job.deadline_seconds))}
+        start_within = job.deadline_seconds - self._catalog.get(job.model_id).limits.expected_run_seconds
+        if start_within < 1:
+            self._journal.release(NAME, job.task_id, attempt)
+            raise StartTooLate('Too little time is left to run the model before the task deadline.')
+        headers = {'X-Fal-Request-Timeout': str(start_within)}
         try:
             response = self._send(
                 'POST',
