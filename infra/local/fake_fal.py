@@ -29,6 +29,10 @@ https://fal.ai/docs/inference-api/queue/cancel):
   published at ``GET /.well-known/jwks.json`` (``{"keys": [{"kty": "OKP", "crv": "Ed25519", "x", "kid"}]}``).
   A delivery that fails is retried with backoff (fal: 10 times over 2 hours; here ``webhook_attempts``
   tries, scaled by ``time_scale``).
+- Input validation as fal's model endpoints do it (422 with a ``detail`` list of ``{loc, msg, type}``): the
+  Kling 2 image-to-video models take ``prompt``, ``image_url``, ``duration`` (the strings ``"5"`` or
+  ``"10"``), ``negative_prompt`` and ``cfg_scale``, nothing else (no ``resolution``;
+  https://fal.ai/models/fal-ai/kling-video/v2/master/image-to-video).
 - ``GET /files/{id}/{n}.png|mp4`` serves the outputs' bytes (fal's CDN: no key needed).
 
 Quirks, by a marker in the prompt (like the mock provider's models):
@@ -72,6 +76,35 @@ _REQUEST = re.compile(r'^/([\w.-]+/[\w.-]+)/requests/([\w-]+)(/status|/cancel)?$
 _FILE = re.compile(r'^/files/([\w-]+)/(\d+)\.(png|mp4)$')
 _CONTENT_TYPES = {'png': 'image/png', 'mp4': 'video/mp4'}
 _SIZES = {'square': 0.25, 'square_hd': 1.0}
+#: fal's Kling 2 image-to-video input: field -> allowed values (None: any), and the required fields.
+_KLING_FIELDS: dict[str, frozenset[Any] | None] = {
+    'prompt': None,
+    'image_url': None,
+    'duration': frozenset({'5', '10'}),
+    'negative_prompt': None,
+    'cfg_scale': None,
+}
+_KLING_REQUIRED = ('prompt', 'image_url')
+
+
+def input_errors(model_id: str, body: Any) -> list[dict[str, Any]]:
+    """What fal's validation says of ``body`` for ``model_id`` (empty: valid). Only the Kling models are checked."""
+    if not re.match(r'^fal-ai/kling-video/v2(\.\d)?/\w+/image-to-video$', model_id):
+        return []
+    if not isinstance(body, dict):
+        return [{'loc': ['body'], 'msg': 'Input should be a valid dictionary', 'type': 'dict_type'}]
+    errors = [
+        {'loc': ['body', name], 'msg': 'Field required', 'type': 'missing'}
+        for name in _KLING_REQUIRED
+        if name not in body
+    ]
+    for name, value in body.items():
+        if name not in _KLING_FIELDS:
+            errors.append({'loc': ['body', name], 'msg': 'Extra inputs are not permitted', 'type': 'extra_forbidden'})
+        elif (allowed := _KLING_FIELDS[name]) is not None and value not in allowed:
+            expected = ' or '.join(repr(v) for v in sorted(allowed))
+            errors.append({'loc': ['body', name], 'msg': f'Input should be {expected}', 'type': 'literal_error'})
+    return errors
 
 
 @dataclass
@@ -496,6 +529,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b'{}')
         except ValueError:
             return self._json(422, {'detail': 'The body is not JSON.'})
+        errors = input_errors(model_id, body)
+        if errors:
+            return self._json(422, {'detail': errors})
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         headers = {k.lower(): v for k, v in self.headers.items()}
         with self.server_fake._lock:

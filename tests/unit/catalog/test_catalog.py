@@ -44,6 +44,15 @@ def test_a_run_as_long_as_the_deadline_is_refused() -> None:
         Limits(deadline_seconds=60, webhook_wait_seconds=10, poll_interval_seconds=5, expected_run_seconds=60)
 
 
+@pytest.mark.parametrize('extra', [{'duration_seconds': 7}, {'resolution': '1080p'}, {'duration_seconds': '5'}])
+def test_kling_takes_only_what_fal_takes(extra: dict[str, object]) -> None:
+    kling = load_catalog().get('fal/kling-video')
+    base = {'prompt': 'waves', 'image': 'uploads/acct_1/in.png'}
+    assert kling.estimate(kling.validate_input({**base, 'duration_seconds': 10})) == 280
+    with pytest.raises(InvalidInput):
+        kling.validate_input({**base, **extra})
+
+
 def test_unknown_model_is_a_422_error() -> None:
     with pytest.raises(UnknownModel) as caught:
         load_catalog().get('nope/nothing')

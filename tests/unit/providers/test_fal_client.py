@@ -276,3 +276,37 @@ def test_a_request_whose_cancel_url_is_trusted_is_canceled_when_the_others_are_n
     [request] = fal.requests.values()
     assert request.status == 'COMPLETED' and request.result is not None and request.result[0] == 499
     assert len(fal.submits) == 1
+
+
+KLING = load_catalog().get('fal/kling-video')
+
+
+def kling_job(task_id: str, **data: Any) -> Job:
+    return Job(
+        task_id=task_id,
+        model_id=KLING.id,
+        provider_model=KLING.provider_model,
+        input={'prompt': 'waves', 'image': 'https://bucket.example/in.png', **data},
+        deadline_seconds=KLING.limits.deadline_seconds,
+    )
+
+
+def test_kling_gets_the_duration_as_fal_takes_it_and_nothing_it_does_not_take(
+    fal: FakeFal, provider: FalProvider
+) -> None:
+    # Given an input the catalog accepts for Kling (10 seconds)
+    data = KLING.validate_input({'prompt': 'waves', 'image': 'uploads/acct_1/in.png', 'duration_seconds': 10})
+    assert data.model_dump(exclude_none=True).keys() == {'prompt', 'image', 'duration_seconds'}
+    # When it is submitted, fal takes it
+    assert provider.submit(kling_job('tsk_kling', duration_seconds=10)).status is Status.SUBMITTED
+    [(model, _, _, body)] = fal.submits
+    assert model == 'fal-ai/kling-video/v2/master/image-to-video'
+    assert body == {'prompt': 'waves', 'image_url': 'https://bucket.example/in.png', 'duration': '10'}
+
+
+def test_fal_refuses_what_kling_does_not_take_with_a_422(fal: FakeFal, provider: FalProvider) -> None:
+    with pytest.raises(ProviderRejected):
+        provider.submit(kling_job('tsk_kling_7', duration_seconds=7))
+    with pytest.raises(ProviderRejected):
+        provider.submit(kling_job('tsk_kling_hd', resolution='1080p'))
+    assert fal.requests == {}

@@ -1,6 +1,8 @@
 """Our family inputs as fal model inputs, and fal's file outputs as ours.
 
-Field names follow fal's common model schemas (``fal-ai/flux/dev``, ``fal-ai/kling-video/...``):
+Field names follow fal's common model schemas (``fal-ai/flux/dev``, ``fal-ai/kling-video/...``). Each
+model's family input (catalog) allows only what its fal endpoint takes: Kling 2 image to video has its own
+family (``kling_image_to_video``: no ``resolution``, 5 or 10 seconds), since fal answers 422 to anything else.
 
 ==================  ===========================================================================
 ours                fal
@@ -8,7 +10,7 @@ ours                fal
 ``resolution``      ``image_size`` for the square sizes (``square``, ``square_hd``), else as is
 ``quality``         ``num_inference_steps`` (:data:`INFERENCE_STEPS`)
 ``image``           ``image_url`` (a presigned URL by then)
-``duration_seconds`` ``duration`` (a string: fal's video models take ``"5"``/``"10"``)
+``duration_seconds`` ``duration`` (a string: Kling takes ``"5"``/``"10"``, which its family input allows)
 anything else       as it is (``prompt``, ``negative_prompt``, ``num_images``, ``seed``, ...)
 ==================  ===========================================================================
 
