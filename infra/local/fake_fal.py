@@ -48,6 +48,8 @@ Quirks, by a marker in the prompt (like the mock provider's models):
 ``fal:retry``           the first runner disconnects: fal retries it internally (back to ``IN_QUEUE``,
                         a new ``gateway_request_id``, the same ``request_id``), the retry succeeds
 ``fal:no-webhook``      no webhook is sent (a lost webhook)
+``fal:nsfw``            every image is flagged in ``has_nsfw_concepts`` (and black, as FLUX [dev] returns them)
+``fal:nsfw-first``      only the first image is flagged
 ======================  ============================================================================
 
 ``POST /_fake/rotate-key`` rotates the signing key from outside the process (curl), like :meth:`rotate_key`.
@@ -391,7 +393,9 @@ class FakeFal(LocalHTTPService):
         result = {
             'images': images,
             'seed': seed,
-            'has_nsfw_concepts': [False] * count,
+            'has_nsfw_concepts': [
+                request.marked('nsfw') and (n == 0 or not request.marked('nsfw-first')) for n in range(count)
+            ],
             'prompt': request.input.get('prompt'),
         }
         return result, f'{units:g}'

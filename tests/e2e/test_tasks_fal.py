@@ -302,3 +302,20 @@ def test_a_result_after_the_task_expired_keeps_fals_cost_and_moves_no_credit(sta
     after = user.get(f'/v1/tasks/{task_id}').json()
     assert (after['status'], after['credits'], after['outputs']) == ('expired', expired['credits'], [])
     assert balance(user) == {'available': 20, 'held': 0}
+
+
+def test_images_fals_safety_checker_blocked_are_neither_stored_nor_charged(stack: Stack) -> None:
+    # Given two tasks for two images: fal blocks the first image of one, both images of the other
+    user = funded(stack, 30)
+    partly = wait_final(user, create(user, FLUX, prompt='fal:nsfw-first a beach', num_images=2).json()['id'])
+    wholly = wait_final(user, create(user, FLUX, prompt='fal:nsfw a beach', num_images=2).json()['id'])
+    # Then the first delivers and charges one image: the one fal did not black out
+    assert partly['status'] == 'succeeded' and len(partly['outputs']) == 1
+    assert partly['credits'] == {'estimated': 12, 'held': 12, 'charged': IMAGE_CREDITS, 'refunded': 12 - IMAGE_CREDITS}
+    expected = fake_fal(stack).file(request_of(stack, partly['id']), 1, 'png')
+    assert httpx.get(partly['outputs'][0]['url']).content == expected
+    # And the second failed with a stable code, nothing stored, every credit back
+    assert wholly['status'] == 'failed' and wholly['outputs'] == []
+    assert wholly['error']['code'] == 'content_filtered'
+    assert wholly['credits']['refunded'] == 12
+    assert balance(user) == {'available': 30 - IMAGE_CREDITS, 'held': 0}

@@ -310,3 +310,20 @@ def test_fal_refuses_what_kling_does_not_take_with_a_422(fal: FakeFal, provider:
     with pytest.raises(ProviderRejected):
         provider.submit(kling_job('tsk_kling_hd', resolution='1080p'))
     assert fal.requests == {}
+
+
+def test_images_fal_flagged_are_dropped_and_not_priced(fal: FakeFal, provider: FalProvider) -> None:
+    # Given fal's safety checker flags the first of two images (a black image, has_nsfw_concepts [true, false])
+    request_id = provider.submit(job(prompt='fal:nsfw-first a beach', num_images=2)).provider_job_id
+    state = until_final(provider, request_id)
+    # Then only the other image is an output, and only it is priced
+    assert state.status is Status.SUCCEEDED
+    assert [o.url for o in state.outputs] == [f'{fal.base_url}/files/{request_id}/1.png']
+    assert state.actual_credits in (None, FLUX.estimate(FLUX.validate_input({'prompt': 'x', 'num_images': 1})))
+
+
+def test_every_image_flagged_is_a_failure_with_a_stable_code(provider: FalProvider) -> None:
+    request_id = provider.submit(job(prompt='fal:nsfw a beach', num_images=2)).provider_job_id
+    state = until_final(provider, request_id)
+    assert (state.status, state.outputs) == (Status.FAILED, ())
+    assert state.error is not None and state.error.code == 'content_filtered'

@@ -89,6 +89,7 @@ _TRANSIENT = frozenset({429, 502, 503, 504})
 _FAILED = JobError(code='provider_error', message='The provider failed to generate the output.')
 _REFUSED = JobError(code='provider_rejected_input', message='The provider could not run the model on this input.')
 _CANCELED = JobError(code='provider_canceled', message='The provider canceled the job.')
+_FILTERED = JobError(code='content_filtered', message="The provider's safety filter blocked the output.")
 _START_TIMEOUT = JobError(code='provider_start_timeout', message='The provider could not start the job in time.')
 
 
@@ -306,12 +307,27 @@ class FalProvider:
         code = response.status_code
         if code == 200:
             result = _json(response)
-            outputs = inputs.outputs(result)
+            outputs, blocked = inputs.outputs(result), inputs.filtered(result)
             cost = _billable_units(response)
             logger.info(
                 'fal: request finished',
-                extra={'request_id': request_id, 'outputs': len(outputs), 'billable_units': cost and cost.amount},
+                extra={
+                    'request_id': request_id,
+                    'outputs': len(outputs),
+                    'filtered': blocked,
+                    'billable_units': cost and cost.amount,
+                },
             )
+            if blocked and not outputs:
+                # Every image was blocked by fal's safety checker (fal ran, and may bill, the model).
+                return JobState(
+                    provider_job_id=request_id,
+                    status=Status.FAILED,
+                    raw_status='COMPLETED',
+                    error=_FILTERED,
+                    charged_by_provider=True,
+                    cost=cost,
+                )
             return JobState(
                 provider_job_id=request_id,
                 status=Status.SUCCEEDED,
