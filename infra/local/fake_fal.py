@@ -48,6 +48,7 @@ Quirks, by a marker in the prompt (like the mock provider's models):
 ``fal:retry``           the first runner disconnects: fal retries it internally (back to ``IN_QUEUE``,
                         a new ``gateway_request_id``, the same ``request_id``), the retry succeeds
 ``fal:no-webhook``      no webhook is sent (a lost webhook)
+``fal:result-400``      ``COMPLETED``, but the result answers 400 "still in progress" (the webhook says ``OK``)
 ``fal:nsfw``            every image is flagged in ``has_nsfw_concepts`` (and black, as FLUX [dev] returns them)
 ``fal:nsfw-first``      only the first image is flagged
 ======================  ============================================================================
@@ -375,6 +376,8 @@ class FakeFal(LocalHTTPService):
                 'payload': {'detail': detail},
             }
         result, units = self._result(request)
+        if request.marked('result-400'):
+            return (400, {'detail': 'Request is still in progress'}, {}), {'status': 'OK', 'payload': result}
         return (200, result, {'x-fal-billable-units': units}), {'status': 'OK', 'payload': result}
 
     def _result(self, request: FalRequest) -> tuple[dict[str, Any], str]:

@@ -319,3 +319,32 @@ def test_images_fals_safety_checker_blocked_are_neither_stored_nor_charged(stack
     assert wholly['error']['code'] == 'content_filtered'
     assert wholly['credits']['refunded'] == 12
     assert balance(user) == {'available': 30 - IMAGE_CREDITS, 'held': 0}
+
+
+def test_an_early_webhook_is_503_an_unknown_request_404_and_neither_changes_anything(stack: Stack) -> None:
+    # Given a task whose request is running at fal
+    user = funded(stack, 20)
+    task_id = create(user, FLUX, prompt='fal:held an early bird').json()['id']
+    fal = fake_fal(stack)
+    wait_status(user, task_id, {'submitted', 'running'})
+    request_id = request_of(stack, task_id)
+    deadline = time.monotonic() + 10
+    while fal.requests[request_id].status != 'IN_PROGRESS':
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    before = user.get(f'/v1/tasks/{task_id}').json()
+    # When a signed webhook says it is done although its result is not ready (fal answers 400 for it)
+    early = json.dumps({'request_id': request_id, 'status': 'OK', 'payload': {'images': []}}).encode()
+    answered = post_fal_webhook(stack, early, fal.signed_headers(early, request_id))
+    # And a signed webhook names a request no task made
+    unknown = json.dumps({'request_id': 'req-nobody', 'status': 'OK', 'payload': {'images': []}}).encode()
+    stray = post_fal_webhook(stack, unknown, fal.signed_headers(unknown, 'req-nobody'))
+    # Then fal is asked to retry the first (503) and told the second is unknown (404); the task is as it was
+    assert answered.status_code == 503, answered.text
+    assert stray.status_code == 404, stray.text
+    now = user.get(f'/v1/tasks/{task_id}').json()
+    assert (now['status'], now['credits'], now['outputs']) == (before['status'], before['credits'], [])
+    # And when fal finishes, its own webhook settles the task from the result
+    fal.finish(request_id)
+    task = wait_final(user, task_id)
+    assert task['status'] == 'succeeded' and task['credits']['charged'] == IMAGE_CREDITS

@@ -152,14 +152,21 @@ def test_cancel_while_queued_removes_it_and_is_final(fal: FakeFal, provider: Fal
     assert provider.poll(request_id).status is Status.CANCELED  # its result answers 499
 
 
-def test_cancel_while_running_is_only_a_request_and_the_result_decides(fal: FakeFal, provider: FalProvider) -> None:
-    request_id = provider.submit(job(prompt='fal:slow')).provider_job_id
+def running(provider: FalProvider, request_id: str) -> None:
+    """Wait until fal reports the request IN_PROGRESS (a ``fal:held`` request stays so until finished)."""
     deadline = time.monotonic() + 5
     while provider.poll(request_id).status is not Status.RUNNING:
         assert time.monotonic() < deadline
         time.sleep(0.01)
+
+
+def test_cancel_while_running_is_only_a_request_and_the_result_decides(fal: FakeFal, provider: FalProvider) -> None:
+    request_id = provider.submit(job(prompt='fal:held')).provider_job_id
+    running(provider, request_id)
     asked = provider.cancel(request_id)
     assert (asked.status, asked.raw_status, asked.is_final) == (Status.RUNNING, 'CANCELLATION_REQUESTED', False)
+    assert provider.poll(request_id).status is Status.RUNNING  # still running until the app decides
+    fal.finish(request_id)
     assert until_final(provider, request_id).status is Status.SUCCEEDED  # this app finished its work anyway
     assert provider.cancel(request_id).status is Status.SUCCEEDED  # ALREADY_COMPLETED: the status tells
 
@@ -327,3 +334,34 @@ def test_every_image_flagged_is_a_failure_with_a_stable_code(provider: FalProvid
     state = until_final(provider, request_id)
     assert (state.status, state.outputs) == (Status.FAILED, ())
     assert state.error is not None and state.error.code == 'content_filtered'
+
+
+def test_a_webhook_whose_result_is_not_ready_is_503_and_never_settled_from_its_body(
+    fal: FakeFal, provider: FalProvider
+) -> None:
+    # Given a request still running at fal, and a (correctly signed) webhook that says it is done
+    request_id = provider.submit(job(prompt='fal:held early webhook')).provider_job_id
+    running(provider, request_id)
+    body = json.dumps({'request_id': request_id, 'status': 'OK', 'payload': {'images': []}}).encode()
+    # When it is parsed, the result answers 400 "still in progress": fal is to retry (503), nothing is decided
+    with pytest.raises(ProviderUnavailable):
+        provider.parse_webhook(fal.signed_headers(body, request_id), body)
+    # And once the request is done, the same webhook settles from the result
+    fal.finish(request_id)
+    until_final(provider, request_id)
+    state = provider.parse_webhook(fal.signed_headers(body, request_id), body)
+    assert state.status is Status.SUCCEEDED and len(state.outputs) == 1
+
+
+def test_completed_then_a_400_result_is_a_failure_not_running_forever(provider: FalProvider) -> None:
+    request_id = provider.submit(job(prompt='fal:result-400')).provider_job_id
+    state = until_final(provider, request_id)
+    assert state.status is Status.FAILED and state.error is not None and state.error.code == 'provider_error'
+    assert state.charged_by_provider is False
+
+
+def test_a_webhook_for_a_request_no_task_made_names_it_and_nothing_else(fal: FakeFal, provider: FalProvider) -> None:
+    body = json.dumps({'request_id': 'req-unknown', 'status': 'OK', 'payload': {'images': []}}).encode()
+    state = provider.parse_webhook(fal.signed_headers(body, 'req-unknown'), body)
+    # The task service finds no task for it (404); no result was fetched, no output taken from the body
+    assert (state.provider_job_id, state.outputs) == ('req-unknown', ())

@@ -22,8 +22,10 @@ reference doc's F1-F11).
   outputs; the ``x-fal-billable-units`` header is fal's cost, kept on the task, I11); 422 = the model
   refused the input, failed (fal may bill a 422, F10/F11: ``charged_by_provider``); 499 = canceled; 504
   with ``X-Fal-Request-Timeout-Type: user`` = expired (the start timeout); other 5xx from the app =
-  failed, never billed; 429/502/503 and an unreachable fal = try again later; 400 = still running;
-  404/410 = fal no longer knows the request.
+  failed, never billed; 429/502/503 and an unreachable fal = try again later; 404/410 = fal no longer
+  knows the request. 400 ("still in progress") after the status said ``COMPLETED`` is a failure (not
+  billed); after a webhook it is a 503 (fal retries the webhook; the poll is the safety net): a
+  webhook's body never settles a task.
 - Cancel: ``PUT cancel_url`` (F8): ``OK`` = removed from the queue (it never ran: canceled, not billed);
   ``CANCELLATION_REQUESTED`` = the running app was signaled and "decides" (not final: the task keeps
   waiting for the result, which may still be a success, delivered and charged); ``ALREADY_COMPLETED``
@@ -32,7 +34,8 @@ reference doc's F1-F11).
   payload_error}``, signed with ED25519 (:mod:`.signing`). ``payload`` is null with a ``payload_error``
   when the result could not be serialized (fal-js#153), and ``ERROR`` carries fal's error text: so a
   verified webhook only says "done", and the adapter fetches the result to know how (a fetch that fails
-  for now answers 503, and fal retries the webhook 10 times over 2 hours; the poll is the safety net).
+  or finds no result yet answers 503, and fal retries the webhook 10 times over 2 hours; the poll is the
+  safety net).
 - Internal retries (F3, F9): fal retries a request up to 10 times on runner failures; ``request_id``
   stays, ``gateway_request_id`` changes, and the request may go back to ``IN_QUEUE``. Everything here is
   keyed by ``request_id``, so a retried request is the same job, charged once.
@@ -82,6 +85,9 @@ DEFAULT_JWKS_URL = 'https://rest.alpha.fal.ai/.well-known/jwks.json'
 BILLABLE_UNITS = 'x-fal-billable-units'
 COST_UNIT = 'fal_billable_units'
 _QUEUE_STATUSES = {'IN_QUEUE': Status.SUBMITTED, 'IN_PROGRESS': Status.RUNNING}
+#: The result fetch for a webhook (seconds to connect, then per read): with one JWKS fetch
+#: (:data:`atelier.providers.fal.signing.FETCH_TIMEOUT_SECONDS`), within the webhook function's Timeout.
+WEBHOOK_FETCH_CONNECT_SECONDS, WEBHOOK_FETCH_READ_SECONDS = 2.0, 8.0
 #: Answers to a submit after which fal may or may not have queued the request.
 _AMBIGUOUS = frozenset({500, 502, 504})
 _TRANSIENT = frozenset({429, 502, 503, 504})
@@ -163,7 +169,7 @@ class FalProvider:
         payload = _json(response)
         raw = str(payload.get('status'))
         if raw == 'COMPLETED':
-            return self._result(provider_job_id, details)
+            return self._result(provider_job_id, details, completed=True)
         status = _QUEUE_STATUSES.get(raw)
         if status is None:
             logger.warning('fal: unknown queue status, taken as running', extra={'status': raw})
@@ -217,11 +223,18 @@ class FalProvider:
         if details is None:
             # Not a request of ours (or long forgotten): the task service answers 404 for it.
             return JobState(provider_job_id=request_id, status=Status.FAILED, raw_status=str(payload['status']))
-        state = self._result(request_id, details)
-        if state.is_final:
-            return state
-        # The result is not ready although the webhook says done: fal's word, as the webhook gives it.
-        return self._from_webhook(request_id, details, payload)
+        if payload['status'] == 'ERROR':
+            logger.warning(
+                'fal: the webhook reports an error',
+                extra={
+                    'request_id': request_id,
+                    'error': payload.get('error'),
+                    'payload_error': payload.get('payload_error'),
+                },
+            )
+        # The webhook only says "done": the result says how. A result not ready yet is never settled from the
+        # webhook's body (503: fal retries the webhook, and the poll is the safety net).
+        return self._result(request_id, details, completed=False)
 
     # ------------------------------------------------------------------ submitting once
     def _create(self, job: Job, *, attempt: int) -> JobState:
@@ -302,8 +315,15 @@ class FalProvider:
         raise ProviderRejected('The provider answered in a way this deployment cannot follow.')
 
     # ------------------------------------------------------------------ the result decides
-    def _result(self, request_id: str, details: Mapping[str, Any]) -> JobState:
-        response = self._send('GET', details['response_url'])
+    def _result(self, request_id: str, details: Mapping[str, Any], *, completed: bool) -> JobState:
+        """The outcome, from the result. ``completed``: fal's status said ``COMPLETED`` (else a webhook did)."""
+        import httpx
+
+        if completed:
+            response = self._send('GET', details['response_url'])
+        else:
+            timeout = httpx.Timeout(WEBHOOK_FETCH_READ_SECONDS, connect=WEBHOOK_FETCH_CONNECT_SECONDS)
+            response = self._send('GET', details['response_url'], timeout=timeout)
         code = response.status_code
         if code == 200:
             result = _json(response)
@@ -336,8 +356,10 @@ class FalProvider:
                 actual_credits=self._actual_credits(details, len(outputs)),
                 cost=cost,
             )
-        if code == 400:  # "still in progress"
-            return JobState(provider_job_id=request_id, status=Status.RUNNING, raw_status='IN_PROGRESS')
+        if code == 400 and completed:  # "still in progress" from a request whose status is COMPLETED: broken
+            return self._ended(request_id, response, Status.FAILED, _FAILED, charged=False)
+        if code == 400:
+            raise ProviderUnavailable('fal reported the request done, but its result is not ready yet.')
         if code in {404, 410}:
             return JobState.lost(request_id, 'fal no longer knows this request.')
         timeout_type = response.headers.get('x-fal-request-timeout-type', '').lower()
@@ -375,26 +397,6 @@ class FalProvider:
             charged_by_provider=charged,
             cost=_billable_units(response),
         )
-
-    def _from_webhook(self, request_id: str, details: Mapping[str, Any], payload: dict[str, Any]) -> JobState:
-        if payload.get('status') == 'OK' and isinstance(payload.get('payload'), dict):
-            outputs = inputs.outputs(payload['payload'])
-            return JobState(
-                provider_job_id=request_id,
-                status=Status.SUCCEEDED,
-                raw_status='OK',
-                outputs=outputs,
-                actual_credits=self._actual_credits(details, len(outputs)),
-            )
-        logger.warning(
-            'fal: the webhook reports an error',
-            extra={
-                'request_id': request_id,
-                'error': payload.get('error'),
-                'payload_error': payload.get('payload_error'),
-            },
-        )
-        return JobState(provider_job_id=request_id, status=Status.FAILED, raw_status='ERROR', error=_FAILED)
 
     def _actual_credits(self, details: Mapping[str, Any], delivered: int) -> int | None:
         data = details.get('input')
