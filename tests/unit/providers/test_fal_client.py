@@ -365,3 +365,14 @@ def test_a_webhook_for_a_request_no_task_made_names_it_and_nothing_else(fal: Fak
     state = provider.parse_webhook(fal.signed_headers(body, 'req-unknown'), body)
     # The task service finds no task for it (404); no result was fetched, no output taken from the body
     assert (state.provider_job_id, state.outputs) == ('req-unknown', ())
+
+
+def test_a_cancel_fal_cannot_place_is_not_final(fal: FakeFal, provider: FalProvider, journal: InMemoryJournal) -> None:
+    # Given a request on record that fal answers NOT_FOUND for, and one not on record at all
+    base = f'{fal.base_url}/fal-ai/flux/requests/req-gone'
+    urls = {'status_url': f'{base}/status', 'response_url': base, 'cancel_url': f'{base}/cancel'}
+    journal.remember('fal', 'req-gone', {'model_id': FLUX.id, **urls}, datetime.now(UTC))
+    # When each is canceled, Then neither answer is final (it says nothing of how the request ended)
+    gone, unknown = provider.cancel('req-gone'), provider.cancel('req-never-recorded')
+    assert (gone.status, gone.raw_status, gone.is_final) == (Status.RUNNING, 'NOT_FOUND', False)
+    assert (unknown.status, unknown.is_final) == (Status.RUNNING, False)

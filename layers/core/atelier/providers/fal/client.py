@@ -28,8 +28,9 @@ reference doc's F1-F11).
   webhook's body never settles a task.
 - Cancel: ``PUT cancel_url`` (F8): ``OK`` = removed from the queue (it never ran: canceled, not billed);
   ``CANCELLATION_REQUESTED`` = the running app was signaled and "decides" (not final: the task keeps
-  waiting for the result, which may still be a success, delivered and charged); ``ALREADY_COMPLETED``
-  and ``NOT_FOUND`` = the status decides.
+  waiting for the result, which may still be a success, delivered and charged); ``ALREADY_COMPLETED`` =
+  the status decides; ``NOT_FOUND`` (or a request not on record) says nothing of how it ended, so it is
+  not final, like Cog's 404: the task keeps waiting, and its deadline ends it canceled and refunded.
 - Webhooks (F7): completion only, ``{request_id, gateway_request_id, status: OK|ERROR, payload, error,
   payload_error}``, signed with ED25519 (:mod:`.signing`). ``payload`` is null with a ``payload_error``
   when the result could not be serialized (fal-js#153), and ``ERROR`` carries fal's error text: so a
@@ -187,7 +188,10 @@ class FalProvider:
     def cancel(self, provider_job_id: str) -> JobState:
         details = self._journal.recall(NAME, provider_job_id)
         if details is None:
-            return JobState.lost(provider_job_id, 'This fal request is not on record.')
+            # An answer that says nothing of how the request ended is not final (the port's contract, as for
+            # Cog's 404): the task keeps waiting, and its deadline ends it canceled and refunded.
+            logger.warning('fal: cancel of a request not on record', extra={'request_id': provider_job_id})
+            return JobState(provider_job_id=provider_job_id, status=Status.RUNNING, raw_status='not_on_record')
         response = self._send('PUT', details['cancel_url'])
         if response.status_code in _TRANSIENT or response.status_code >= 500:
             raise ProviderUnavailable(f'fal answered {response.status_code} to the cancel.')
@@ -201,10 +205,11 @@ class FalProvider:
             return JobState(
                 provider_job_id=provider_job_id, status=Status.CANCELED, raw_status='CANCELED', error=_CANCELED
             )
-        if answer == 'CANCELLATION_REQUESTED':
-            # The running app was signaled; it decides. Its result (maybe a success) is the final word.
+        if answer in {'CANCELLATION_REQUESTED', 'NOT_FOUND'}:
+            # Requested: the running app was signaled; it decides, and its result (maybe a success) is the final
+            # word. NOT_FOUND says nothing of how the request ended: not final either (the port's contract).
             return JobState(provider_job_id=provider_job_id, status=Status.RUNNING, raw_status=answer)
-        return self.poll(provider_job_id)  # ALREADY_COMPLETED, NOT_FOUND: the status tells how it ended
+        return self.poll(provider_job_id)  # ALREADY_COMPLETED (or no answer): the status tells how it ended
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> JobState:
         signed = self.verifier.verify(headers, body)
