@@ -31,7 +31,8 @@ pk                                       sk          attributes
                                                      ``job_id`` (S, once known), ``request`` (S, JSON),
                                                      ``cancel_requested_at`` (S, once canceled)
 ``JOBINFO#{provider}#{job_id}``          ``JOBINFO`` ``details`` (S, JSON): what the provider said of
-                                                     its job (fal: status, result and cancel URLs)
+                                                     its job (fal: status, result and cancel URLs, and
+                                                     the model id; never the user's input)
 =======================================  ==========  ===============================================
 """
 

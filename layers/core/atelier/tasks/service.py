@@ -35,6 +35,7 @@ from atelier.providers.base import (
     StartTooLate,
     Status,
 )
+from atelier.providers.common import delivered_credits
 from atelier.providers.registry import ProviderRegistry
 from atelier.storage import MediaStore, OutputUnavailable, account_media_prefixes, extension_for
 from atelier.tasks.errors import (
@@ -472,7 +473,9 @@ class TaskService:
             )
         except OutputUnavailable as exc:
             return Outcome(status=Status.FAILED, charge=0, error=JobError(code=exc.code, message=exc.message))
-        actual = task.estimated if state.actual_credits is None else state.actual_credits
+        actual = state.actual_credits
+        if actual is None:  # priced from the task's own input: the provider's report may not carry it
+            actual = delivered_credits(self._model(task), task.input, len(stored))
         return Outcome(status=Status.SUCCEEDED, charge=min(actual, task.held), outputs=stored)
 
     def _claim_failure(self, task: Task, caught: dict[str, Any] | None) -> Task:

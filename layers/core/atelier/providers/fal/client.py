@@ -19,7 +19,8 @@ reference doc's F1-F11).
   that failed is ``COMPLETED`` and its result answers the error (TanStack/ai PR#396).
 - Result: ``GET response_url``. The outcome is settled from the fetched result, never from a status
   string or a webhook's ``status`` alone (reference, headline 3): 200 = succeeded (its files are the
-  outputs; the ``x-fal-billable-units`` header is fal's cost, kept on the task, I11); 422 = the model
+  outputs, priced by the task service from the task's own input and the outputs delivered; the
+  ``x-fal-billable-units`` header is fal's cost, kept on the task, I11); 422 = the model
   refused the input, failed (fal may bill a 422, F10/F11: ``charged_by_provider``); 499 = canceled; 504
   with ``X-Fal-Request-Timeout-Type: user`` = expired (the start timeout); other 5xx from the app =
   failed, never billed; 429/502/503 and an unreachable fal = try again later; 404/410 = fal no longer
@@ -58,7 +59,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
-from atelier.catalog import Catalog, UnknownModel
+from atelier.catalog import Catalog
 from atelier.observability import logger
 from atelier.providers.base import (
     Job,
@@ -71,7 +72,7 @@ from atelier.providers.base import (
     StartTooLate,
     Status,
 )
-from atelier.providers.common import LazySecret, SecretSource, delivered_credits
+from atelier.providers.common import LazySecret, SecretSource
 from atelier.providers.fal import inputs
 from atelier.providers.journal import SubmissionJournal
 
@@ -284,7 +285,9 @@ class FalProvider:
             # would queue another. Without URLs we may send the token to, it cannot be followed: a
             # deployment error (FalApiBase is not the origin fal answers with), never retried.
             self._untrusted(job, request_id, urls)
-        details = {'task_id': job.task_id, 'model_id': job.model_id, 'input': job.input, **urls}
+        # Only what following the request needs: never the user's input (prompts, presigned URLs), which the
+        # journal would keep for days beyond the task's erasure. Credits are priced from the task's own input.
+        details = {'model_id': job.model_id, **urls}
         self._journal.remember(NAME, request_id, details, self._clock())
         job_id = self._journal.record(NAME, job.task_id, request_id)
         if job_id != request_id:
@@ -358,7 +361,6 @@ class FalProvider:
                 status=Status.SUCCEEDED,
                 raw_status='COMPLETED',
                 outputs=outputs,
-                actual_credits=self._actual_credits(details, len(outputs)),
                 cost=cost,
             )
         if code == 400 and completed:  # "still in progress" from a request whose status is COMPLETED: broken
@@ -402,16 +404,6 @@ class FalProvider:
             charged_by_provider=charged,
             cost=_billable_units(response),
         )
-
-    def _actual_credits(self, details: Mapping[str, Any], delivered: int) -> int | None:
-        data = details.get('input')
-        if not isinstance(data, dict):
-            return None
-        try:
-            model = self._catalog.get(str(details.get('model_id')))
-        except UnknownModel:
-            return None
-        return delivered_credits(model, data, delivered)
 
     # ------------------------------------------------------------------ plumbing
     @property

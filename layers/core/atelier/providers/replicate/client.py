@@ -302,7 +302,8 @@ class ReplicateProvider:
         return candidates[0] if candidates and name is not None else None
 
     def _actual_credits(self, payload: dict[str, Any], delivered: int) -> int | None:
-        """Credits for what was delivered; None (= as estimated) when the input is gone (Replicate drops it)."""
+        """Credits for what was delivered; None when the input is gone (Replicate drops it): the task service then
+        prices the outputs from the task's own input."""
         model, data = self._model_of(payload), payload.get('input')
         if model is None or not isinstance(data, dict) or not data:
             return None
