@@ -215,15 +215,15 @@ class FakeFal(LocalHTTPService):
         }
 
     def signed_headers(
-        self, body: bytes, request_id: str, *, timestamp: int | None = None, key: Any = None
+        self, body: bytes, request_id: str, *, timestamp: int | None = None, key: Any = None, user_id: str = USER_ID
     ) -> dict[str, str]:
         """fal's four signature headers for ``body`` (the current key unless ``key`` is given)."""
         ts = str(int(time.time()) if timestamp is None else timestamp)
         signer = key if key is not None else self._keys[-1][1]
-        signature = signer.sign(message(request_id, USER_ID, ts, body)).hex()
+        signature = signer.sign(message(request_id, user_id, ts, body)).hex()
         return {
             'X-Fal-Webhook-Request-Id': request_id,
-            'X-Fal-Webhook-User-Id': USER_ID,
+            'X-Fal-Webhook-User-Id': user_id,
             'X-Fal-Webhook-Timestamp': ts,
             'X-Fal-Webhook-Signature': signature,
         }

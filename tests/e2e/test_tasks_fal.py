@@ -175,8 +175,10 @@ def test_forged_stale_and_unsigned_webhooks_are_401_and_change_nothing(stack: St
     forged = post_fal_webhook(stack, raw, fal.signed_headers(raw, request_id, key=Ed25519PrivateKey.generate()))
     stale = post_fal_webhook(stack, raw, fal.signed_headers(raw, request_id, timestamp=int(time.time()) - 600))
     unsigned = post_fal_webhook(stack, raw, {})
+    # And one fal signed, but for another fal account than this deployment's (FalUserId)
+    foreign = post_fal_webhook(stack, raw, fal.signed_headers(raw, request_id, user_id='someone-else'))
     # Then each is 401, and the task is as it was: waiting, its credits held
-    for response in (forged, stale, unsigned):
+    for response in (forged, stale, unsigned, foreign):
         assert response.status_code == 401, response.text
         assert response.json()['error']['code'] == 'invalid_signature'
     now = user.get(f'/v1/tasks/{task_id}').json()

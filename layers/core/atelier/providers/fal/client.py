@@ -121,6 +121,7 @@ class FalProvider:
         *,
         api_token: SecretSource,
         jwks_url: str,
+        user_id: str = '',
         catalog: Catalog,
         journal: SubmissionJournal,
         http: httpx.Client | None = None,
@@ -131,6 +132,7 @@ class FalProvider:
         self._base_url = (api_base or DEFAULT_API_BASE).rstrip('/')
         self._token = LazySecret(api_token)
         self._jwks_url = jwks_url or DEFAULT_JWKS_URL
+        self._user_id = user_id
         self._catalog = catalog
         self._journal = journal
         self._http = http
@@ -411,7 +413,7 @@ class FalProvider:
         if self._verifier is None:
             from atelier.providers.fal.signing import FalWebhookVerifier
 
-            self._verifier = FalWebhookVerifier(self._jwks_url)
+            self._verifier = FalWebhookVerifier(self._jwks_url, user_id=self._user_id)
         return self._verifier
 
     @property
