@@ -74,7 +74,7 @@ from atelier.providers.base import (
 )
 from atelier.providers.common import LazySecret, SecretSource
 from atelier.providers.fal import inputs
-from atelier.providers.journal import SubmissionJournal
+from atelier.providers.journal import SubmissionJournal, keep_first, submit_once
 
 if TYPE_CHECKING:
     import httpx
@@ -142,25 +142,16 @@ class FalProvider:
 
     # ------------------------------------------------------------------ the port
     def submit(self, job: Job) -> JobState:
-        record = self._journal.get(NAME, job.task_id)
-        if record is None:
-            if self._journal.claim(NAME, job.task_id, attempt=1, now=self._clock()):
-                return self._create(job, attempt=1)
-            record = self._journal.get(NAME, job.task_id)
-            if record is None:
-                raise ProviderUnavailable('A concurrent submit of this task gave up; trying again.')
-        if record.job_id is not None:
-            # Queued before (the answer was lost on its way to the task): never a second request.
-            return self.poll(record.job_id)
-        if self._clock() - record.claimed_at < self._unresolved_after:
-            raise ProviderUnavailable(f'An earlier submit of task {job.task_id} has no known outcome yet.')
-        if not self._journal.claim(NAME, job.task_id, attempt=record.attempt + 1, now=self._clock()):
-            raise ProviderUnavailable('Another submit of this task is in progress.')
-        logger.warning(
-            'fal: an earlier submit has no known outcome and fal cannot list requests; submitting again',
-            extra={'task_id': job.task_id, 'attempt': record.attempt + 1},
+        # fal cannot list requests: an unresolved submit is sent again once it is certainly over (logged).
+        return submit_once(
+            self._journal,
+            NAME,
+            job.task_id,
+            clock=self._clock,
+            unresolved_after=self._unresolved_after,
+            create=lambda attempt: self._create(job, attempt=attempt),
+            follow=self.poll,
         )
-        return self._create(job, attempt=record.attempt + 1)
 
     def poll(self, provider_job_id: str) -> JobState:
         details = self._journal.recall(NAME, provider_job_id)
@@ -291,15 +282,9 @@ class FalProvider:
         # journal would keep for days beyond the task's erasure. Credits are priced from the task's own input.
         details = {'model_id': job.model_id, **urls}
         self._journal.remember(NAME, request_id, details, self._clock())
-        job_id = self._journal.record(NAME, job.task_id, request_id)
-        if job_id != request_id:
-            # Another attempt's request was recorded first: stop this duplicate and follow that one.
-            logger.warning('fal: duplicate request canceled', extra={'task_id': job.task_id})
-            try:
-                self.cancel(request_id)
-            except (ProviderUnavailable, ProviderRejected):
-                logger.warning('fal: could not cancel a duplicate request', extra={'request_id': request_id})
-            return self.poll(job_id)
+        duplicate = keep_first(self._journal, NAME, job.task_id, request_id, cancel=self.cancel, follow=self.poll)
+        if duplicate is not None:
+            return duplicate
         logger.info('fal: request queued', extra={'task_id': job.task_id, 'request_id': request_id})
         position = payload.get('queue_position')
         return JobState(
