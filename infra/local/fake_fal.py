@@ -29,6 +29,10 @@ https://fal.ai/docs/inference-api/queue/cancel):
   published at ``GET /.well-known/jwks.json`` (``{"keys": [{"kty": "OKP", "crv": "Ed25519", "x", "kid"}]}``).
   A delivery that fails is retried with backoff (fal: 10 times over 2 hours; here ``webhook_attempts``
   tries, scaled by ``time_scale``).
+- Input validation as fal's model endpoints do it (422 with a ``detail`` list of ``{loc, msg, type}``): the
+  Kling 2 image-to-video models take ``prompt``, ``image_url``, ``duration`` (the strings ``"5"`` or
+  ``"10"``), ``negative_prompt`` and ``cfg_scale``, nothing else (no ``resolution``;
+  https://fal.ai/models/fal-ai/kling-video/v2/master/image-to-video).
 - ``GET /files/{id}/{n}.png|mp4`` serves the outputs' bytes (fal's CDN: no key needed).
 
 Quirks, by a marker in the prompt (like the mock provider's models):
@@ -36,6 +40,7 @@ Quirks, by a marker in the prompt (like the mock provider's models):
 ======================  ============================================================================
 ``fal:queued``          no runner takes it: it stays ``IN_QUEUE`` until canceled or its start timeout
 ``fal:slow``            runs about 4 s (cancel while running)
+``fal:held``            runs until the test calls :meth:`FakeFal.finish` (deterministic "while running")
 ``fal:error-null``      fails; the webhook is ``ERROR`` with ``payload: null`` and a ``payload_error``
                         (fal-js#153); the result answers 500
 ``fal:422``             ``COMPLETED``, then the result answers 422 (TanStack/ai PR#396); the webhook is
@@ -43,6 +48,9 @@ Quirks, by a marker in the prompt (like the mock provider's models):
 ``fal:retry``           the first runner disconnects: fal retries it internally (back to ``IN_QUEUE``,
                         a new ``gateway_request_id``, the same ``request_id``), the retry succeeds
 ``fal:no-webhook``      no webhook is sent (a lost webhook)
+``fal:result-400``      ``COMPLETED``, but the result answers 400 "still in progress" (the webhook says ``OK``)
+``fal:nsfw``            every image is flagged in ``has_nsfw_concepts`` (and black, as FLUX [dev] returns them)
+``fal:nsfw-first``      only the first image is flagged
 ======================  ============================================================================
 
 ``POST /_fake/rotate-key`` rotates the signing key from outside the process (curl), like :meth:`rotate_key`.
@@ -71,6 +79,35 @@ _REQUEST = re.compile(r'^/([\w.-]+/[\w.-]+)/requests/([\w-]+)(/status|/cancel)?$
 _FILE = re.compile(r'^/files/([\w-]+)/(\d+)\.(png|mp4)$')
 _CONTENT_TYPES = {'png': 'image/png', 'mp4': 'video/mp4'}
 _SIZES = {'square': 0.25, 'square_hd': 1.0}
+#: fal's Kling 2 image-to-video input: field -> allowed values (None: any), and the required fields.
+_KLING_FIELDS: dict[str, frozenset[Any] | None] = {
+    'prompt': None,
+    'image_url': None,
+    'duration': frozenset({'5', '10'}),
+    'negative_prompt': None,
+    'cfg_scale': None,
+}
+_KLING_REQUIRED = ('prompt', 'image_url')
+
+
+def input_errors(model_id: str, body: Any) -> list[dict[str, Any]]:
+    """What fal's validation says of ``body`` for ``model_id`` (empty: valid). Only the Kling models are checked."""
+    if not re.match(r'^fal-ai/kling-video/v2(\.\d)?/\w+/image-to-video$', model_id):
+        return []
+    if not isinstance(body, dict):
+        return [{'loc': ['body'], 'msg': 'Input should be a valid dictionary', 'type': 'dict_type'}]
+    errors = [
+        {'loc': ['body', name], 'msg': 'Field required', 'type': 'missing'}
+        for name in _KLING_REQUIRED
+        if name not in body
+    ]
+    for name, value in body.items():
+        if name not in _KLING_FIELDS:
+            errors.append({'loc': ['body', name], 'msg': 'Extra inputs are not permitted', 'type': 'extra_forbidden'})
+        elif (allowed := _KLING_FIELDS[name]) is not None and value not in allowed:
+            expected = ' or '.join(repr(v) for v in sorted(allowed))
+            errors.append({'loc': ['body', name], 'msg': f'Input should be {expected}', 'type': 'literal_error'})
+    return errors
 
 
 @dataclass
@@ -114,6 +151,9 @@ class FakeFal(LocalHTTPService):
         webhook_attempts: int = 10,
     ) -> None:
         super().__init__(host, port)
+        #: The origin of the URLs a submit answers, by URL name (``status_url``...; default: this server's own).
+        #: A misconfigured deployment sees fal answer on another origin than its FalApiBase.
+        self.url_origins: dict[str, str] = {}
         self.token = token
         self.time_scale = time_scale
         self.workers = workers
@@ -128,6 +168,7 @@ class FakeFal(LocalHTTPService):
         self._keys: list[tuple[str, Any]] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._finish: dict[str, threading.Event] = {}
         self.rotate_key()
 
     # ---------------------------------------------------------------- lifecycle
@@ -174,18 +215,24 @@ class FakeFal(LocalHTTPService):
         }
 
     def signed_headers(
-        self, body: bytes, request_id: str, *, timestamp: int | None = None, key: Any = None
+        self, body: bytes, request_id: str, *, timestamp: int | None = None, key: Any = None, user_id: str = USER_ID
     ) -> dict[str, str]:
         """fal's four signature headers for ``body`` (the current key unless ``key`` is given)."""
         ts = str(int(time.time()) if timestamp is None else timestamp)
         signer = key if key is not None else self._keys[-1][1]
-        signature = signer.sign(message(request_id, USER_ID, ts, body)).hex()
+        signature = signer.sign(message(request_id, user_id, ts, body)).hex()
         return {
             'X-Fal-Webhook-Request-Id': request_id,
-            'X-Fal-Webhook-User-Id': USER_ID,
+            'X-Fal-Webhook-User-Id': user_id,
             'X-Fal-Webhook-Timestamp': ts,
             'X-Fal-Webhook-Signature': signature,
         }
+
+    def finish(self, request_id: str) -> None:
+        """Let a ``fal:held`` request's app complete its work."""
+        with self._lock:
+            event = self._finish.setdefault(request_id, threading.Event())
+        event.set()
 
     def redeliver(self, request_id: str, webhook: dict[str, Any] | None = None) -> int:
         """Send the request's webhook again (or ``webhook`` instead), once; the HTTP status answered."""
@@ -209,15 +256,19 @@ class FakeFal(LocalHTTPService):
             self.requests[request_id] = request
             self._queue.append(request_id)
             position = self._position(request)
-        base = f'{self.base_url}/{app}/requests/{request_id}'
+        path = f'/{app}/requests/{request_id}'
+
+        def url(name: str, suffix: str = '') -> str:
+            return f'{self.url_origins.get(name, self.base_url)}{path}{suffix}'
+
         return {
             'request_id': request_id,
             'gateway_request_id': request_id,
             'status': 'IN_QUEUE',
             'queue_position': position,
-            'status_url': f'{base}/status',
-            'response_url': base,
-            'cancel_url': f'{base}/cancel',
+            'status_url': url('status_url', '/status'),
+            'response_url': url('response_url'),
+            'cancel_url': url('cancel_url', '/cancel'),
         }
 
     def _position(self, request: FalRequest) -> int:
@@ -279,7 +330,13 @@ class FakeFal(LocalHTTPService):
 
     def _run(self, request: FalRequest) -> None:
         try:
-            self._stopping.wait((4.0 if request.marked('slow') else 0.8) * self.time_scale)
+            if request.marked('held'):
+                with self._lock:
+                    finish = self._finish.setdefault(request.request_id, threading.Event())
+                while not finish.wait(0.05) and not self._stopping.is_set():
+                    pass
+            else:
+                self._stopping.wait((4.0 if request.marked('slow') else 0.8) * self.time_scale)
             if self._stopping.is_set():
                 return
             with self._lock:
@@ -319,6 +376,8 @@ class FakeFal(LocalHTTPService):
                 'payload': {'detail': detail},
             }
         result, units = self._result(request)
+        if request.marked('result-400'):
+            return (400, {'detail': 'Request is still in progress'}, {}), {'status': 'OK', 'payload': result}
         return (200, result, {'x-fal-billable-units': units}), {'status': 'OK', 'payload': result}
 
     def _result(self, request: FalRequest) -> tuple[dict[str, Any], str]:
@@ -337,7 +396,9 @@ class FakeFal(LocalHTTPService):
         result = {
             'images': images,
             'seed': seed,
-            'has_nsfw_concepts': [False] * count,
+            'has_nsfw_concepts': [
+                request.marked('nsfw') and (n == 0 or not request.marked('nsfw-first')) for n in range(count)
+            ],
             'prompt': request.input.get('prompt'),
         }
         return result, f'{units:g}'
@@ -475,6 +536,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b'{}')
         except ValueError:
             return self._json(422, {'detail': 'The body is not JSON.'})
+        errors = input_errors(model_id, body)
+        if errors:
+            return self._json(422, {'detail': errors})
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         headers = {k.lower(): v for k, v in self.headers.items()}
         with self.server_fake._lock:

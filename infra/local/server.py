@@ -51,6 +51,7 @@ class LocalServer:
         mount_code()
         from atelier.providers.mock.server import MockProviderServer
         from infra.local.cog_server import CogModelServer
+        from infra.local.fake_fal import USER_ID as FAL_USER_ID
         from infra.local.fake_fal import FakeFal
         from infra.local.fake_revenuecat import FakeRevenueCatServer
         from infra.local.fake_stripe import FakeStripeServer
@@ -82,6 +83,7 @@ class LocalServer:
                 'FalEnabled': 'true',
                 'FalApiBase': urls['fal'],
                 'FalJwksUrl': f'{urls["fal"]}/.well-known/jwks.json',
+                'FalUserId': FAL_USER_ID,  # the fake signs for this fal user: the pin is checked offline too
                 'OidcProviders': json.dumps([local_provider]),
                 **self.parameters,
             }

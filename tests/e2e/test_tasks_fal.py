@@ -175,8 +175,10 @@ def test_forged_stale_and_unsigned_webhooks_are_401_and_change_nothing(stack: St
     forged = post_fal_webhook(stack, raw, fal.signed_headers(raw, request_id, key=Ed25519PrivateKey.generate()))
     stale = post_fal_webhook(stack, raw, fal.signed_headers(raw, request_id, timestamp=int(time.time()) - 600))
     unsigned = post_fal_webhook(stack, raw, {})
+    # And one fal signed, but for another fal account than this deployment's (FalUserId)
+    foreign = post_fal_webhook(stack, raw, fal.signed_headers(raw, request_id, user_id='someone-else'))
     # Then each is 401, and the task is as it was: waiting, its credits held
-    for response in (forged, stale, unsigned):
+    for response in (forged, stale, unsigned, foreign):
         assert response.status_code == 401, response.text
         assert response.json()['error']['code'] == 'invalid_signature'
     now = user.get(f'/v1/tasks/{task_id}').json()
@@ -249,12 +251,8 @@ def test_an_internal_retry_at_fal_is_one_task_charged_once(stack: Stack) -> None
     assert balance(user) == {'available': 20 - IMAGE_CREDITS, 'held': 0}
 
 
-def test_a_missed_deadline_expires_the_task_refunds_it_and_stops_fal(stack: Stack) -> None:
-    # Given a task stuck in fal's queue
-    user = funded(stack, 20)
-    task_id = create(user, FLUX, prompt='fal:queued a late fox').json()['id']
-    wait_status(user, task_id, {'submitted'})
-    # When its deadline passes (moved into the past, beyond the sweeper's grace, as time would move it)
+def pass_deadline(stack: Stack, task_id: str) -> None:
+    """Move the task's deadline into the past, beyond the sweeper's grace, as time would move it."""
     past = datetime.now(UTC) - timedelta(seconds=120)
     stack.client('dynamodb').update_item(
         TableName=stack.physical_id('TasksTable'),
@@ -262,6 +260,15 @@ def test_a_missed_deadline_expires_the_task_refunds_it_and_stops_fal(stack: Stac
         UpdateExpression='SET deadline_at = :deadline, gsi2sk = :sk',
         ExpressionAttributeValues={':deadline': {'S': ts(past)}, ':sk': {'S': f'{ts(past)}#{task_id}'}},
     )
+
+
+def test_a_missed_deadline_expires_the_task_refunds_it_and_stops_fal(stack: Stack) -> None:
+    # Given a task stuck in fal's queue
+    user = funded(stack, 20)
+    task_id = create(user, FLUX, prompt='fal:queued a late fox').json()['id']
+    wait_status(user, task_id, {'submitted'})
+    # When its deadline passes
+    pass_deadline(stack, task_id)
     task = wait_final(user, task_id, timeout=30)
     # Then it expired, every credit back, and fal was told to drop the request
     assert task['status'] == 'expired' and task['error']['code'] == 'deadline_exceeded'
@@ -269,3 +276,77 @@ def test_a_missed_deadline_expires_the_task_refunds_it_and_stops_fal(stack: Stac
     assert balance(user) == {'available': 20, 'held': 0}
     request = fake_fal(stack).requests[request_of(stack, task_id)]
     assert request.status == 'COMPLETED' and request.result is not None and request.result[0] == 499
+
+
+def test_a_result_after_the_task_expired_keeps_fals_cost_and_moves_no_credit(stack: Stack) -> None:
+    # Given a task whose request is running at fal
+    user = funded(stack, 20)
+    task_id = create(user, FLUX, prompt='fal:held a late finisher').json()['id']
+    fal = fake_fal(stack)
+    wait_status(user, task_id, {'submitted', 'running'})
+    request_id = request_of(stack, task_id)
+    deadline = time.monotonic() + 10
+    while fal.requests[request_id].status != 'IN_PROGRESS':
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    # When the task's deadline passes (fal only gets a cancellation request: the app runs on) ...
+    pass_deadline(stack, task_id)
+    expired = wait_final(user, task_id, timeout=30)
+    assert expired['status'] == 'expired' and expired['credits']['refunded'] == IMAGE_CREDITS
+    # ... and then fal finishes the request and reports it
+    fal.finish(request_id)
+    deadline = time.monotonic() + 20
+    while 'provider_cost' not in (item := task_item(stack, task_id)):
+        assert time.monotonic() < deadline, 'no cost recorded'
+        time.sleep(0.1)
+    # Then ops see what fal billed for it, and the user's task and credits are as settled
+    assert json.loads(item['provider_cost']['S']) == {'unit': 'fal_billable_units', 'amount': 1.0}
+    after = user.get(f'/v1/tasks/{task_id}').json()
+    assert (after['status'], after['credits'], after['outputs']) == ('expired', expired['credits'], [])
+    assert balance(user) == {'available': 20, 'held': 0}
+
+
+def test_images_fals_safety_checker_blocked_are_neither_stored_nor_charged(stack: Stack) -> None:
+    # Given two tasks for two images: fal blocks the first image of one, both images of the other
+    user = funded(stack, 30)
+    partly = wait_final(user, create(user, FLUX, prompt='fal:nsfw-first a beach', num_images=2).json()['id'])
+    wholly = wait_final(user, create(user, FLUX, prompt='fal:nsfw a beach', num_images=2).json()['id'])
+    # Then the first delivers and charges one image: the one fal did not black out
+    assert partly['status'] == 'succeeded' and len(partly['outputs']) == 1
+    assert partly['credits'] == {'estimated': 12, 'held': 12, 'charged': IMAGE_CREDITS, 'refunded': 12 - IMAGE_CREDITS}
+    expected = fake_fal(stack).file(request_of(stack, partly['id']), 1, 'png')
+    assert httpx.get(partly['outputs'][0]['url']).content == expected
+    # And the second failed with a stable code, nothing stored, every credit back
+    assert wholly['status'] == 'failed' and wholly['outputs'] == []
+    assert wholly['error']['code'] == 'content_filtered'
+    assert wholly['credits']['refunded'] == 12
+    assert balance(user) == {'available': 30 - IMAGE_CREDITS, 'held': 0}
+
+
+def test_an_early_webhook_is_503_an_unknown_request_404_and_neither_changes_anything(stack: Stack) -> None:
+    # Given a task whose request is running at fal
+    user = funded(stack, 20)
+    task_id = create(user, FLUX, prompt='fal:held an early bird').json()['id']
+    fal = fake_fal(stack)
+    wait_status(user, task_id, {'submitted', 'running'})
+    request_id = request_of(stack, task_id)
+    deadline = time.monotonic() + 10
+    while fal.requests[request_id].status != 'IN_PROGRESS':
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    before = user.get(f'/v1/tasks/{task_id}').json()
+    # When a signed webhook says it is done although its result is not ready (fal answers 400 for it)
+    early = json.dumps({'request_id': request_id, 'status': 'OK', 'payload': {'images': []}}).encode()
+    answered = post_fal_webhook(stack, early, fal.signed_headers(early, request_id))
+    # And a signed webhook names a request no task made
+    unknown = json.dumps({'request_id': 'req-nobody', 'status': 'OK', 'payload': {'images': []}}).encode()
+    stray = post_fal_webhook(stack, unknown, fal.signed_headers(unknown, 'req-nobody'))
+    # Then fal is asked to retry the first (503) and told the second is unknown (404); the task is as it was
+    assert answered.status_code == 503, answered.text
+    assert stray.status_code == 404, stray.text
+    now = user.get(f'/v1/tasks/{task_id}').json()
+    assert (now['status'], now['credits'], now['outputs']) == (before['status'], before['credits'], [])
+    # And when fal finishes, its own webhook settles the task from the result
+    fal.finish(request_id)
+    task = wait_final(user, task_id)
+    assert task['status'] == 'succeeded' and task['credits']['charged'] == IMAGE_CREDITS

@@ -69,6 +69,7 @@ class Settings(BaseModel):
     fal_enabled: bool = Field(default=False, alias='FAL_ENABLED')  # offers the fal/* models
     fal_api_base: str = Field(default='https://queue.fal.run', alias='FAL_API_BASE')  # fal's queue API
     fal_jwks_url: str = Field(default='https://rest.alpha.fal.ai/.well-known/jwks.json', alias='FAL_JWKS_URL')
+    fal_user_id: str = Field(default='', alias='FAL_USER_ID')  # the only fal user whose webhooks count ('' = any)
 
     @property
     def welcome_credits_valid_for(self) -> timedelta:

@@ -29,6 +29,30 @@ def test_the_slow_mock_model_has_a_short_local_deadline() -> None:
     assert load_catalog().get('mock/slow').limits.deadline_seconds <= 10
 
 
+def test_fal_models_declare_how_long_they_run_and_it_fits_their_deadline() -> None:
+    # fal's start timeout is the time left minus the run: every fal model says how long it runs
+    for model in (m for m in load_catalog() if m.provider == 'fal'):
+        assert 0 < model.limits.expected_run_seconds < model.limits.deadline_seconds, model.id
+
+
+def test_a_run_as_long_as_the_deadline_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from atelier.catalog.models import Limits
+
+    with pytest.raises(ValidationError, match='expected_run_seconds'):
+        Limits(deadline_seconds=60, webhook_wait_seconds=10, poll_interval_seconds=5, expected_run_seconds=60)
+
+
+@pytest.mark.parametrize('extra', [{'duration_seconds': 7}, {'resolution': '1080p'}, {'duration_seconds': '5'}])
+def test_kling_takes_only_what_fal_takes(extra: dict[str, object]) -> None:
+    kling = load_catalog().get('fal/kling-video')
+    base = {'prompt': 'waves', 'image': 'uploads/acct_1/in.png'}
+    assert kling.estimate(kling.validate_input({**base, 'duration_seconds': 10})) == 280
+    with pytest.raises(InvalidInput):
+        kling.validate_input({**base, **extra})
+
+
 def test_unknown_model_is_a_422_error() -> None:
     with pytest.raises(UnknownModel) as caught:
         load_catalog().get('nope/nothing')

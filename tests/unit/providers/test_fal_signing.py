@@ -177,16 +177,91 @@ def test_a_forgery_refetches_at_most_once_and_then_is_refused(
     assert jwks.fetches == 2
 
 
-def test_an_unreachable_jwks_is_unavailable_not_a_forgery(
+def test_an_unreachable_jwks_is_unavailable_not_a_forgery_and_backs_off(
     jwks: Jwks, verifier: FalWebhookVerifier, clock: Clock
 ) -> None:
     key = jwks.publish()
     jwks.status = 503
     with pytest.raises(ProviderUnavailable):
         verifier.verify(signed(key), BODY)
-    # Once fetched, the cached keys carry on through an outage of the JWKS
+    # Right after a failed fetch, webhooks fail fast: no other fetch for 10 s
+    clock.now += 5
+    with pytest.raises(ProviderUnavailable):
+        verifier.verify(signed(key, timestamp=int(clock.now)), BODY)
+    assert jwks.fetches == 1
+    # Then it is fetched again
     jwks.status = 200
+    clock.now += 6
+    assert verifier.verify(signed(key, timestamp=int(clock.now)), BODY).request_id == 'req-1'
+    assert jwks.fetches == 2
+
+
+def test_keys_past_24_hours_are_never_used_when_the_jwks_cannot_be_fetched(
+    jwks: Jwks, verifier: FalWebhookVerifier, clock: Clock
+) -> None:
+    # Given keys fetched a day ago
+    key = jwks.publish()
     verifier.verify(signed(key), BODY)
+    # When the JWKS is down as they expire, Then no webhook is verified with them (503: fal retries)
     jwks.status = 503
     clock.now += 24 * 3600 + 1
+    for _ in range(3):
+        with pytest.raises(ProviderUnavailable):
+            verifier.verify(signed(key, timestamp=int(clock.now)), BODY)
+        clock.now += 6
+    assert jwks.fetches == 3  # the first; a failed one; the next only after the 10 s backoff
+    # And once it answers again, its keys verify
+    jwks.status = 200
+    clock.now += 10
     assert verifier.verify(signed(key, timestamp=int(clock.now)), BODY).request_id == 'req-1'
+
+
+def test_a_configured_fal_user_is_the_only_one_accepted(jwks: Jwks, clock: Clock) -> None:
+    key = jwks.publish()
+    http = httpx.Client(transport=httpx.MockTransport(jwks.handler))
+    pinned = FalWebhookVerifier(JWKS_URL, user_id='user-1', http=http, clock=clock)
+    assert pinned.verify(signed(key), BODY).user_id == 'user-1'
+    # A webhook fal signed for another fal account (same keys) is not ours
+    other = 'user-2'
+    headers = signed(key) | {
+        'X-Fal-Webhook-User-Id': other,
+        'X-Fal-Webhook-Signature': key.sign(message('req-1', other, str(NOW), BODY)).hex(),
+    }
+    with pytest.raises(InvalidWebhookSignature, match='another fal account'):
+        pinned.verify(headers, BODY)
+    # Without a configured user (FalUserId empty), any fal user's signature verifies
+    assert FalWebhookVerifier(JWKS_URL, http=http, clock=clock).verify(headers, BODY).user_id == other
+
+
+@pytest.mark.parametrize(
+    ('url', 'allowed'),
+    [
+        ('https://rest.alpha.fal.ai/.well-known/jwks.json', True),
+        ('http://127.0.0.1:8123/.well-known/jwks.json', True),
+        ('http://localhost:8123/.well-known/jwks.json', True),
+        ('http://rest.alpha.fal.ai/.well-known/jwks.json', False),
+        ('http://10.0.0.5/jwks.json', False),
+        ('ftp://fal.example/jwks.json', False),
+    ],
+)
+def test_the_jwks_url_is_https_except_on_this_machine(url: str, allowed: bool) -> None:
+    if allowed:
+        assert FalWebhookVerifier(url).jwks_url == url
+    else:
+        with pytest.raises(ValueError, match='https'):
+            FalWebhookVerifier(url)
+
+
+def test_a_fal_webhooks_worst_case_fits_its_function_timeout() -> None:
+    from atelier.providers.fal import client, signing
+    from infra.local.template import load_template
+
+    function = load_template()['Resources']['ProviderWebhookFunction']['Properties']
+    # One JWKS fetch and one result fetch at their timeouts, with room for SSM and DynamoDB; under the HTTP API's 30 s
+    worst = (
+        signing.FETCH_CONNECT_SECONDS
+        + signing.FETCH_TIMEOUT_SECONDS
+        + client.WEBHOOK_FETCH_CONNECT_SECONDS
+        + client.WEBHOOK_FETCH_READ_SECONDS
+    )
+    assert worst + 5 <= function['Timeout'] < 30

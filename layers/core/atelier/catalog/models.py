@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from atelier.catalog.pricing import Pricing, Usage, price
 from atelier.catalog.schemas import FAMILIES, FamilyInput
@@ -36,6 +36,16 @@ class Limits(BaseModel):
     webhook_wait_seconds: int = Field(gt=0)
     #: How often to ask the provider once the first wait is over.
     poll_interval_seconds: int = Field(gt=0)
+    #: How long the model usually runs once started (0: not declared). A provider whose own deadline covers only
+    #: the start (fal's ``X-Fal-Request-Timeout``) is told to start within the time left minus this, so that a
+    #: job does not start just before the task's deadline and run, billed, after the task was refunded.
+    expected_run_seconds: int = Field(default=0, ge=0)
+
+    @model_validator(mode='after')
+    def _run_fits_the_deadline(self) -> Limits:
+        if self.expected_run_seconds >= self.deadline_seconds:
+            raise ValueError('expected_run_seconds must be shorter than deadline_seconds')
+        return self
 
 
 class ModelSpec(BaseModel):

@@ -52,6 +52,16 @@ class ImageToVideoInput(FamilyInput):
     resolution: Literal['720p', '1080p'] = '720p'
 
 
+class KlingImageToVideoInput(FamilyInput):
+    """fal's Kling 2 image to video (``fal-ai/kling-video/v2/master/image-to-video``): 5 or 10 seconds, no
+    resolution to choose (https://fal.ai/models/fal-ai/kling-video/v2/master/image-to-video)."""
+
+    prompt: Prompt
+    image: UploadKey
+    duration_seconds: Literal[5, 10] = 5
+    negative_prompt: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
 class MockImageInput(FamilyInput):
     """The local ``mock`` models. ``fail_submits`` makes the mock provider refuse that many submits (503)."""
 
@@ -72,6 +82,7 @@ class MockVideoInput(FamilyInput):
 FAMILIES: dict[str, type[FamilyInput]] = {
     'text_to_image': TextToImageInput,
     'image_to_video': ImageToVideoInput,
+    'kling_image_to_video': KlingImageToVideoInput,
     'mock_image': MockImageInput,
     'mock_video': MockVideoInput,
 }

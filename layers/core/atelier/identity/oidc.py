@@ -36,7 +36,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
@@ -52,6 +52,7 @@ from pydantic import (
 )
 
 from atelier.errors import DomainError, ErrorKind, NotFound, Unauthorized
+from atelier.jwks import LOOPBACK_HOSTS, KeySetCache, https_or_loopback, import_public_key, is_loopback_http
 
 if TYPE_CHECKING:
     import httpx
@@ -68,7 +69,7 @@ SIGNING_ALGORITHMS = frozenset(
     {'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'Ed25519'}
 )
 _ALG_BY_CURVE = {'P-256': 'ES256', 'P-384': 'ES384', 'P-521': 'ES512', 'Ed25519': 'Ed25519'}
-_LOOPBACK_HOSTS = frozenset({'127.0.0.1', 'localhost', '::1'})
+_LOOPBACK_HOSTS = LOOPBACK_HOSTS
 _FIREBASE_ISSUER_PREFIX = 'https://securetoken.google.com/'
 #: Google documents that its ID tokens carry either form of its issuer.
 _ISSUER_ALIASES = {'https://accounts.google.com': frozenset({'accounts.google.com'})}
@@ -181,21 +182,13 @@ class _SigningKey:
     key: Key
 
 
-@dataclass
-class _IssuerKeys:
-    """One issuer's cached key set, and when it was last fetched (or tried)."""
+_Keys = dict[str | None, _SigningKey]
 
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    keys: dict[str | None, _SigningKey] = field(default_factory=dict)
-    jwks_uri: str | None = None
-    fetched_at: float | None = None  # last successful fetch
-    attempted_at: float | None = None  # last fetch, successful or not
-    failed: bool = False  # the last fetch failed
 
-    def find(self, kid: str | None) -> _SigningKey | None:
-        if kid is None:  # a token without kid is accepted only from an issuer with a single key
-            return next(iter(self.keys.values())) if len(self.keys) == 1 else None
-        return self.keys.get(kid)
+def _find(keys: _Keys, kid: str | None) -> _SigningKey | None:
+    if kid is None:  # a token without kid is accepted only from an issuer with a single key
+        return next(iter(keys.values())) if len(keys) == 1 else None
+    return keys.get(kid)
 
 
 class OidcVerifier:
@@ -221,7 +214,7 @@ class OidcVerifier:
         self._leeway = leeway_seconds
         self._ttl = jwks_ttl_seconds
         self._min_refetch = min_refetch_seconds
-        self._cache: dict[str, _IssuerKeys] = {}
+        self._cache: dict[str, KeySetCache[_Keys]] = {}
         self._cache_lock = threading.Lock()
 
     @property
@@ -331,32 +324,32 @@ class OidcVerifier:
     # ---------------------------------------------------------------- keys
     def _signing_key(self, provider: OidcProvider, kid: str | None) -> _SigningKey:
         with self._cache_lock:
-            entry = self._cache.setdefault(provider.issuer, _IssuerKeys())
-        with entry.lock:
-            now = self._clock()
-            if entry.fetched_at is None or now - entry.fetched_at >= self._ttl:
-                self._refresh(provider, entry, now, rediscover=True)
-            key = entry.find(kid)
-            if key is None and (entry.attempted_at is None or now - entry.attempted_at >= self._min_refetch):
-                # An unknown kid: perhaps the issuer rotated. Look once; the window stops a flood of made-up kids.
-                self._refresh(provider, entry, now, rediscover=False)
-                key = entry.find(kid)
+            cache = self._cache.get(provider.issuer)
+            if cache is None:
+                cache = self._cache[provider.issuer] = self._key_cache(provider)
+        # An unknown kid: perhaps the issuer rotated. The cache looks once; its window stops a flood of made-up kids.
+        key = cache.find(lambda keys: _find(keys, kid))
         if key is None:
             raise InvalidIdToken(f'The ID token is signed with a key {provider.id} does not publish.')
         return key
 
-    def _refresh(self, provider: OidcProvider, entry: _IssuerKeys, now: float, *, rediscover: bool) -> None:
-        if entry.failed and entry.attempted_at is not None and now - entry.attempted_at < self._min_refetch:
-            raise IdentityProviderUnavailable(f'The sign-in provider {provider.id} cannot be reached; try again soon.')
-        entry.attempted_at = now
-        try:
-            if rediscover or entry.jwks_uri is None:
-                entry.jwks_uri = self._discover(provider)
-            entry.keys = self._fetch_keys(provider, entry.jwks_uri)
-        except IdentityProviderUnavailable:
-            entry.failed = True
-            raise
-        entry.failed, entry.fetched_at = False, now
+    def _key_cache(self, provider: OidcProvider) -> KeySetCache[_Keys]:
+        jwks_uri: list[str] = []  # found by discovery, again each time the key set's TTL runs out
+
+        def load(expired: bool) -> _Keys:
+            if expired or not jwks_uri:
+                jwks_uri[:] = [self._discover(provider)]
+            return self._fetch_keys(provider, jwks_uri[0])
+
+        return KeySetCache(
+            load,
+            ttl_seconds=self._ttl,
+            min_refetch_seconds=self._min_refetch,
+            backoff_error=lambda: IdentityProviderUnavailable(
+                f'The sign-in provider {provider.id} cannot be reached; try again soon.'
+            ),
+            clock=self._clock,
+        )
 
     def _discover(self, provider: OidcProvider) -> str:
         document = self._get_json(provider, provider.issuer.rstrip('/') + '/.well-known/openid-configuration')
@@ -413,17 +406,16 @@ class OidcVerifier:
 def _signing_key_from_jwk(jwk: Any) -> _SigningKey | None:
     """The verification key of one published JWK, or None for one that cannot sign ID tokens (skipped)."""
     from joserfc.errors import JoseError
-    from joserfc.jwk import import_key
     from joserfc.jws import JWSRegistry
 
-    if not isinstance(jwk, dict) or jwk.get('kty') not in ('RSA', 'EC', 'OKP') or jwk.get('use', 'sig') != 'sig':
-        return None  # never a symmetric key, never an encryption key
+    key = import_public_key(jwk)  # never a symmetric key, never an encryption key
+    if key is None:
+        return None
     kid = jwk.get('kid')
     alg = jwk.get('alg') or ('RS256' if jwk['kty'] == 'RSA' else _ALG_BY_CURVE.get(str(jwk.get('crv'))))
     if alg not in SIGNING_ALGORITHMS or (kid is not None and not isinstance(kid, str)):
         return None
     try:
-        key = import_key(jwk)
         JWSRegistry.algorithms[alg].check_key(key)
     except (JoseError, ValueError, TypeError, KeyError):
         return None
@@ -438,10 +430,8 @@ def _time_claim(claims: dict[str, Any], name: str) -> float | None:
 
 
 def _is_local(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme == 'http' and parts.hostname in _LOOPBACK_HOSTS
+    return is_loopback_http(url)
 
 
 def _trusted_url(url: str, *, insecure_local: bool) -> bool:
-    parts = urlsplit(url)
-    return bool(parts.hostname) and (parts.scheme == 'https' or (insecure_local and _is_local(url)))
+    return https_or_loopback(url, allow_loopback=insecure_local)

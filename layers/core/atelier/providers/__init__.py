@@ -11,6 +11,7 @@ from atelier.providers.base import (
     Provider,
     ProviderRejected,
     ProviderUnavailable,
+    StartTooLate,
     Status,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     'Provider',
     'ProviderRejected',
     'ProviderUnavailable',
+    'StartTooLate',
     'Status',
 ]

@@ -54,6 +54,12 @@ class ProviderRejected(DomainError):
     code = 'provider_rejected'
 
 
+class StartTooLate(ProviderRejected):
+    """Too little of the task's time is left for the job to start and finish: nothing was sent (the task expires)."""
+
+    code = 'deadline_exceeded'
+
+
 class InvalidWebhookSignature(Unauthorized):
     code = 'invalid_signature'
 
@@ -104,7 +110,8 @@ class JobState(BaseModel):
     error: JobError | None = None
     #: For failures and cancels: whether the provider billed us anyway (kept for margin reports).
     charged_by_provider: bool = False
-    #: The actual cost in credits, when the provider reports what it produced; None: as estimated.
+    #: The actual cost in credits, when the adapter prices what the provider produced; None: the task service
+    #: prices the outputs delivered from the task's own input (an image model's images, else its estimate).
     actual_credits: int | None = Field(default=None, ge=0)
     #: What the provider reports the job cost it (None: it does not say).
     cost: ProviderCost | None = None

@@ -31,18 +31,25 @@ pk                                       sk          attributes
                                                      ``job_id`` (S, once known), ``request`` (S, JSON),
                                                      ``cancel_requested_at`` (S, once canceled)
 ``JOBINFO#{provider}#{job_id}``          ``JOBINFO`` ``details`` (S, JSON): what the provider said of
-                                                     its job (fal: status, result and cancel URLs)
+                                                     its job (fal: status, result and cancel URLs, and
+                                                     the model id; never the user's input)
 =======================================  ==========  ===============================================
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+from atelier.observability import logger
+from atelier.providers.base import ProviderRejected, ProviderUnavailable
+
+T = TypeVar('T')
 
 #: How long a submission is kept (a task's deadline is at most a few hours).
 JOURNAL_TTL = timedelta(days=7)
@@ -100,6 +107,68 @@ class SubmissionJournal(Protocol):
     def recall(self, provider: str, job_id: str) -> dict[str, Any] | None:
         """The details remembered for ``job_id``, or None."""
         ...
+
+
+def submit_once(
+    journal: SubmissionJournal,
+    provider: str,
+    task_id: str,
+    *,
+    clock: Callable[[], datetime],
+    unresolved_after: timedelta,
+    create: Callable[[int], T],
+    follow: Callable[[str], T],
+    find: Callable[[Submission], T | None] = lambda record: None,
+) -> T:
+    """The journal's protocol for a provider without an idempotent submit, for adapters to share.
+
+    Claims attempt 1 and calls ``create(1)``; when a job id is on record, ``follow(job_id)`` instead (never a
+    second job). A claim without a job id is a submit whose outcome is unknown: ``find(record)`` may find the
+    job it made (Replicate lists recent predictions); else, once ``unresolved_after`` has passed since the
+    claim (longer than any request of that attempt can last), the next attempt is claimed and created.
+    Raises :class:`ProviderUnavailable` (try again later) while that is undecided.
+    """
+    record = journal.get(provider, task_id)
+    if record is None:
+        if journal.claim(provider, task_id, attempt=1, now=clock()):
+            return create(1)
+        record = journal.get(provider, task_id)
+        if record is None:
+            raise ProviderUnavailable('A concurrent submit of this task gave up; trying again.')
+    if record.job_id is not None:
+        return follow(record.job_id)  # submitted before (the answer was lost on its way to the task)
+    found = find(record)
+    if found is not None:
+        return found
+    if clock() - record.claimed_at < unresolved_after:
+        raise ProviderUnavailable(f'An earlier submit of task {task_id} has no known outcome yet.')
+    if not journal.claim(provider, task_id, attempt=record.attempt + 1, now=clock()):
+        raise ProviderUnavailable('Another submit of this task is in progress.')
+    logger.warning(
+        f'{provider}: an earlier submit has no known outcome; submitting again',
+        extra={'task_id': task_id, 'attempt': record.attempt + 1},
+    )
+    return create(record.attempt + 1)
+
+
+def keep_first(
+    journal: SubmissionJournal,
+    provider: str,
+    task_id: str,
+    job_id: str,
+    *,
+    cancel: Callable[[str], object],
+    follow: Callable[[str], T],
+) -> T | None:
+    """Record ``job_id`` for the task. None if it is the task's job; if another attempt's job was recorded first,
+    ``job_id`` is a duplicate: it is canceled (best effort) and the recorded job followed."""
+    recorded = journal.record(provider, task_id, job_id)
+    if recorded == job_id:
+        return None
+    logger.warning(f'{provider}: duplicate job canceled', extra={'task_id': task_id, 'job_id': job_id})
+    with contextlib.suppress(ProviderUnavailable, ProviderRejected):
+        cancel(job_id)
+    return follow(recorded)
 
 
 def _ts(moment: datetime) -> str:

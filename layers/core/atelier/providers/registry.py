@@ -64,7 +64,8 @@ def configured_providers(
       "the token exists", so that no function reads SSM at cold start to learn which models to offer, and a
       missing token fails loudly instead of silently hiding the models;
     - ``fal`` when ``settings.fal_enabled`` (``FAL_ENABLED``), the same kind of switch, against
-      ``FAL_API_BASE`` (fal's queue API) with webhooks verified by the keys at ``FAL_JWKS_URL``.
+      ``FAL_API_BASE`` (fal's queue API) with webhooks verified by the keys at ``FAL_JWKS_URL``, for the fal
+      user ``FAL_USER_ID`` when set.
 
     Cog, Replicate and fal keep their submissions in ``journal`` (default: the tasks table). Secrets are
     read when an adapter first needs them (a fal webhook needs no secret to be verified, only to fetch the
@@ -118,7 +119,7 @@ def configured_providers(
             )
 
         factories['replicate'] = replicate
-    fal_api_base, fal_jwks_url = settings.fal_api_base, settings.fal_jwks_url
+    fal_api_base, fal_jwks_url, fal_user_id = settings.fal_api_base, settings.fal_jwks_url, settings.fal_user_id
     if settings.fal_enabled:
 
         def fal() -> Provider:
@@ -128,6 +129,7 @@ def configured_providers(
                 fal_api_base,
                 api_token=lambda: secret(API_TOKEN_NAMES['fal']),
                 jwks_url=fal_jwks_url,
+                user_id=fal_user_id,
                 catalog=catalog,
                 journal=submissions(),
             )

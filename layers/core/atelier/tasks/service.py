@@ -32,8 +32,10 @@ from atelier.providers.base import (
     JobState,
     ProviderRejected,
     ProviderUnavailable,
+    StartTooLate,
     Status,
 )
+from atelier.providers.common import delivered_credits
 from atelier.providers.registry import ProviderRegistry
 from atelier.storage import MediaStore, OutputUnavailable, account_media_prefixes, extension_for
 from atelier.tasks.errors import (
@@ -276,7 +278,9 @@ class TaskService:
                 state = provider.submit(job)
             except ProviderRejected as exc:
                 rejected = JobState(
-                    provider_job_id='', status=Status.FAILED, error=JobError(code=exc.code, message=exc.message)
+                    provider_job_id='',
+                    status=Status.EXPIRED if isinstance(exc, StartTooLate) else Status.FAILED,
+                    error=JobError(code=exc.code, message=exc.message),
                 )
                 self.store.record_final_state(task.task_id, rejected, self.clock())
                 return self._route(self._load(task.task_id), first=True)
@@ -347,6 +351,10 @@ class TaskService:
         if task is None or task.provider != provider_name:
             raise TaskNotFound('No task has this provider job.')
         if task.is_final or task.provider_state is not None:
+            if state.cost is not None and task.provider_cost is None:
+                # A job that finished after its task ended (a late start, a cancel that was only a request):
+                # the provider billed it, so ops see its cost; the credits were settled and stay as they are.
+                self.store.record_cost(task.task_id, state.cost)
             return 'ignored'
         if state.is_final:
             return 'recorded' if self._record_final(task, state) else 'ignored'
@@ -465,7 +473,9 @@ class TaskService:
             )
         except OutputUnavailable as exc:
             return Outcome(status=Status.FAILED, charge=0, error=JobError(code=exc.code, message=exc.message))
-        actual = task.estimated if state.actual_credits is None else state.actual_credits
+        actual = state.actual_credits
+        if actual is None:  # priced from the task's own input: the provider's report may not carry it
+            actual = delivered_credits(self._model(task), task.input, len(stored))
         return Outcome(status=Status.SUCCEEDED, charge=min(actual, task.held), outputs=stored)
 
     def _claim_failure(self, task: Task, caught: dict[str, Any] | None) -> Task:

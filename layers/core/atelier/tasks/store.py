@@ -400,6 +400,15 @@ class TaskStore:
             values[':cost'] = _json(state.cost)
         return self._update(task_id, update + ' REMOVE queue_position', 'attribute_not_exists(provider_state)', values)
 
+    def record_cost(self, task_id: str, cost: ProviderCost) -> Task | None:
+        """The provider's cost of a job that reported it only after its task ended (once; credits untouched)."""
+        return self._update(
+            task_id,
+            'SET provider_cost = :cost',
+            'attribute_not_exists(provider_cost)',
+            {':cost': _json(cost)},
+        )
+
     def request_cancel(self, task_id: str, now: datetime) -> Task | None:
         return self._update(
             task_id,

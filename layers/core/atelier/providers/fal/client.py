@@ -2,9 +2,14 @@
 reference doc's F1-F11).
 
 - Submit: ``POST {api_base}/{model_id}?fal_webhook={url}`` with ``Authorization: Key {token}`` and the
-  model's input as the body. ``X-Fal-Request-Timeout`` carries the task's time left: fal's *start*
-  timeout, so fal drops (and does not bill) a request that could not start before our deadline; it then
-  ends with a 504 and ``X-Fal-Request-Timeout-Type: user`` (F4, fal-ai/fal PR#776), taken as ``expired``.
+  model's input as the body. ``X-Fal-Request-Timeout`` is fal's *start* timeout only (F4, fal-ai/fal
+  PR#776): a request not started by then ends with a 504 and ``X-Fal-Request-Timeout-Type: user``
+  (taken as ``expired``, not billed), but one that starts in time runs to its end, however long. So it
+  carries the task's time left minus the model's ``expected_run_seconds`` (catalog limits): a request
+  that could start only too late to finish before our deadline is dropped by fal, unbilled. With less
+  time left than that, nothing is sent (:class:`~atelier.providers.base.StartTooLate`). A request that
+  still finishes after its task ended (it ran long, or a cancel was only a request) has its result's
+  cost recorded on the task all the same, credits untouched (see ``TaskService.handle_webhook``).
   fal answers ``request_id`` and the request's ``status_url``, ``response_url`` and ``cancel_url``; those
   URLs name the model's app (``fal-ai/flux``), not the model (``fal-ai/flux/dev``), so they are kept in the
   :mod:`~atelier.providers.journal` by request id and used as given, never rebuilt (F1, F2). The token is
@@ -14,20 +19,25 @@ reference doc's F1-F11).
   that failed is ``COMPLETED`` and its result answers the error (TanStack/ai PR#396).
 - Result: ``GET response_url``. The outcome is settled from the fetched result, never from a status
   string or a webhook's ``status`` alone (reference, headline 3): 200 = succeeded (its files are the
-  outputs; the ``x-fal-billable-units`` header is fal's cost, kept on the task, I11); 422 = the model
+  outputs, priced by the task service from the task's own input and the outputs delivered; the
+  ``x-fal-billable-units`` header is fal's cost, kept on the task, I11); 422 = the model
   refused the input, failed (fal may bill a 422, F10/F11: ``charged_by_provider``); 499 = canceled; 504
   with ``X-Fal-Request-Timeout-Type: user`` = expired (the start timeout); other 5xx from the app =
-  failed, never billed; 429/502/503 and an unreachable fal = try again later; 400 = still running;
-  404/410 = fal no longer knows the request.
+  failed, never billed; 429/502/503 and an unreachable fal = try again later; 404/410 = fal no longer
+  knows the request. 400 ("still in progress") after the status said ``COMPLETED`` is a failure (not
+  billed); after a webhook it is a 503 (fal retries the webhook; the poll is the safety net): a
+  webhook's body never settles a task.
 - Cancel: ``PUT cancel_url`` (F8): ``OK`` = removed from the queue (it never ran: canceled, not billed);
   ``CANCELLATION_REQUESTED`` = the running app was signaled and "decides" (not final: the task keeps
-  waiting for the result, which may still be a success, delivered and charged); ``ALREADY_COMPLETED``
-  and ``NOT_FOUND`` = the status decides.
+  waiting for the result, which may still be a success, delivered and charged); ``ALREADY_COMPLETED`` =
+  the status decides; ``NOT_FOUND`` (or a request not on record) says nothing of how it ended, so it is
+  not final, like Cog's 404: the task keeps waiting, and its deadline ends it canceled and refunded.
 - Webhooks (F7): completion only, ``{request_id, gateway_request_id, status: OK|ERROR, payload, error,
   payload_error}``, signed with ED25519 (:mod:`.signing`). ``payload`` is null with a ``payload_error``
   when the result could not be serialized (fal-js#153), and ``ERROR`` carries fal's error text: so a
   verified webhook only says "done", and the adapter fetches the result to know how (a fetch that fails
-  for now answers 503, and fal retries the webhook 10 times over 2 hours; the poll is the safety net).
+  or finds no result yet answers 503, and fal retries the webhook 10 times over 2 hours; the poll is the
+  safety net).
 - Internal retries (F3, F9): fal retries a request up to 10 times on runner failures; ``request_id``
   stays, ``gateway_request_id`` changes, and the request may go back to ``IN_QUEUE``. Everything here is
   keyed by ``request_id``, so a retried request is the same job, charged once.
@@ -46,10 +56,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
-from atelier.catalog import Catalog, UnknownModel
+from atelier.catalog import Catalog
 from atelier.observability import logger
 from atelier.providers.base import (
     Job,
@@ -59,11 +69,12 @@ from atelier.providers.base import (
     ProviderCost,
     ProviderRejected,
     ProviderUnavailable,
+    StartTooLate,
     Status,
 )
-from atelier.providers.common import LazySecret, SecretSource, delivered_credits
+from atelier.providers.common import LazySecret, SecretSource
 from atelier.providers.fal import inputs
-from atelier.providers.journal import SubmissionJournal
+from atelier.providers.journal import SubmissionJournal, keep_first, submit_once
 
 if TYPE_CHECKING:
     import httpx
@@ -76,6 +87,9 @@ DEFAULT_JWKS_URL = 'https://rest.alpha.fal.ai/.well-known/jwks.json'
 BILLABLE_UNITS = 'x-fal-billable-units'
 COST_UNIT = 'fal_billable_units'
 _QUEUE_STATUSES = {'IN_QUEUE': Status.SUBMITTED, 'IN_PROGRESS': Status.RUNNING}
+#: The result fetch for a webhook (seconds to connect, then per read): with one JWKS fetch
+#: (:data:`atelier.providers.fal.signing.FETCH_TIMEOUT_SECONDS`), within the webhook function's Timeout.
+WEBHOOK_FETCH_CONNECT_SECONDS, WEBHOOK_FETCH_READ_SECONDS = 2.0, 8.0
 #: Answers to a submit after which fal may or may not have queued the request.
 _AMBIGUOUS = frozenset({500, 502, 504})
 _TRANSIENT = frozenset({429, 502, 503, 504})
@@ -83,6 +97,7 @@ _TRANSIENT = frozenset({429, 502, 503, 504})
 _FAILED = JobError(code='provider_error', message='The provider failed to generate the output.')
 _REFUSED = JobError(code='provider_rejected_input', message='The provider could not run the model on this input.')
 _CANCELED = JobError(code='provider_canceled', message='The provider canceled the job.')
+_FILTERED = JobError(code='content_filtered', message="The provider's safety filter blocked the output.")
 _START_TIMEOUT = JobError(code='provider_start_timeout', message='The provider could not start the job in time.')
 
 
@@ -106,6 +121,7 @@ class FalProvider:
         *,
         api_token: SecretSource,
         jwks_url: str,
+        user_id: str = '',
         catalog: Catalog,
         journal: SubmissionJournal,
         http: httpx.Client | None = None,
@@ -116,6 +132,7 @@ class FalProvider:
         self._base_url = (api_base or DEFAULT_API_BASE).rstrip('/')
         self._token = LazySecret(api_token)
         self._jwks_url = jwks_url or DEFAULT_JWKS_URL
+        self._user_id = user_id
         self._catalog = catalog
         self._journal = journal
         self._http = http
@@ -125,25 +142,16 @@ class FalProvider:
 
     # ------------------------------------------------------------------ the port
     def submit(self, job: Job) -> JobState:
-        record = self._journal.get(NAME, job.task_id)
-        if record is None:
-            if self._journal.claim(NAME, job.task_id, attempt=1, now=self._clock()):
-                return self._create(job, attempt=1)
-            record = self._journal.get(NAME, job.task_id)
-            if record is None:
-                raise ProviderUnavailable('A concurrent submit of this task gave up; trying again.')
-        if record.job_id is not None:
-            # Queued before (the answer was lost on its way to the task): never a second request.
-            return self.poll(record.job_id)
-        if self._clock() - record.claimed_at < self._unresolved_after:
-            raise ProviderUnavailable(f'An earlier submit of task {job.task_id} has no known outcome yet.')
-        if not self._journal.claim(NAME, job.task_id, attempt=record.attempt + 1, now=self._clock()):
-            raise ProviderUnavailable('Another submit of this task is in progress.')
-        logger.warning(
-            'fal: an earlier submit has no known outcome and fal cannot list requests; submitting again',
-            extra={'task_id': job.task_id, 'attempt': record.attempt + 1},
+        # fal cannot list requests: an unresolved submit is sent again once it is certainly over (logged).
+        return submit_once(
+            self._journal,
+            NAME,
+            job.task_id,
+            clock=self._clock,
+            unresolved_after=self._unresolved_after,
+            create=lambda attempt: self._create(job, attempt=attempt),
+            follow=self.poll,
         )
-        return self._create(job, attempt=record.attempt + 1)
 
     def poll(self, provider_job_id: str) -> JobState:
         details = self._journal.recall(NAME, provider_job_id)
@@ -156,7 +164,7 @@ class FalProvider:
         payload = _json(response)
         raw = str(payload.get('status'))
         if raw == 'COMPLETED':
-            return self._result(provider_job_id, details)
+            return self._result(provider_job_id, details, completed=True)
         status = _QUEUE_STATUSES.get(raw)
         if status is None:
             logger.warning('fal: unknown queue status, taken as running', extra={'status': raw})
@@ -174,7 +182,10 @@ class FalProvider:
     def cancel(self, provider_job_id: str) -> JobState:
         details = self._journal.recall(NAME, provider_job_id)
         if details is None:
-            return JobState.lost(provider_job_id, 'This fal request is not on record.')
+            # An answer that says nothing of how the request ended is not final (the port's contract, as for
+            # Cog's 404): the task keeps waiting, and its deadline ends it canceled and refunded.
+            logger.warning('fal: cancel of a request not on record', extra={'request_id': provider_job_id})
+            return JobState(provider_job_id=provider_job_id, status=Status.RUNNING, raw_status='not_on_record')
         response = self._send('PUT', details['cancel_url'])
         if response.status_code in _TRANSIENT or response.status_code >= 500:
             raise ProviderUnavailable(f'fal answered {response.status_code} to the cancel.')
@@ -188,10 +199,11 @@ class FalProvider:
             return JobState(
                 provider_job_id=provider_job_id, status=Status.CANCELED, raw_status='CANCELED', error=_CANCELED
             )
-        if answer == 'CANCELLATION_REQUESTED':
-            # The running app was signaled; it decides. Its result (maybe a success) is the final word.
+        if answer in {'CANCELLATION_REQUESTED', 'NOT_FOUND'}:
+            # Requested: the running app was signaled; it decides, and its result (maybe a success) is the final
+            # word. NOT_FOUND says nothing of how the request ended: not final either (the port's contract).
             return JobState(provider_job_id=provider_job_id, status=Status.RUNNING, raw_status=answer)
-        return self.poll(provider_job_id)  # ALREADY_COMPLETED, NOT_FOUND: the status tells how it ended
+        return self.poll(provider_job_id)  # ALREADY_COMPLETED (or no answer): the status tells how it ended
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> JobState:
         signed = self.verifier.verify(headers, body)
@@ -210,18 +222,29 @@ class FalProvider:
         if details is None:
             # Not a request of ours (or long forgotten): the task service answers 404 for it.
             return JobState(provider_job_id=request_id, status=Status.FAILED, raw_status=str(payload['status']))
-        state = self._result(request_id, details)
-        if state.is_final:
-            return state
-        # The result is not ready although the webhook says done: fal's word, as the webhook gives it.
-        return self._from_webhook(request_id, details, payload)
+        if payload['status'] == 'ERROR':
+            logger.warning(
+                'fal: the webhook reports an error',
+                extra={
+                    'request_id': request_id,
+                    'error': payload.get('error'),
+                    'payload_error': payload.get('payload_error'),
+                },
+            )
+        # The webhook only says "done": the result says how. A result not ready yet is never settled from the
+        # webhook's body (503: fal retries the webhook, and the poll is the safety net).
+        return self._result(request_id, details, completed=False)
 
     # ------------------------------------------------------------------ submitting once
     def _create(self, job: Job, *, attempt: int) -> JobState:
         import httpx
 
         params = {'fal_webhook': job.webhook_url} if job.webhook_url else None
-        headers = {'X-Fal-Request-Timeout': str(max(1, job.deadline_seconds))}
+        start_within = job.deadline_seconds - self._catalog.get(job.model_id).limits.expected_run_seconds
+        if start_within < 1:
+            self._journal.release(NAME, job.task_id, attempt)
+            raise StartTooLate('Too little time is left to run the model before the task deadline.')
+        headers = {'X-Fal-Request-Timeout': str(start_within)}
         try:
             response = self._send(
                 'POST',
@@ -251,19 +274,17 @@ class FalProvider:
             raise ProviderUnavailable('fal answered the submit without a request id.')
         urls = {name: payload.get(name) for name in ('status_url', 'response_url', 'cancel_url')}
         if not all(isinstance(url, str) and self._trusted(url) for url in urls.values()):
-            self._journal.release(NAME, job.task_id, attempt)
-            raise ProviderUnavailable('fal answered the submit without its status, result and cancel URLs.')
-        details = {'task_id': job.task_id, 'model_id': job.model_id, 'input': job.input, **urls}
+            # fal queued (and may bill) this request: the claim is never given back, or the next submit
+            # would queue another. Without URLs we may send the token to, it cannot be followed: a
+            # deployment error (FalApiBase is not the origin fal answers with), never retried.
+            self._untrusted(job, request_id, urls)
+        # Only what following the request needs: never the user's input (prompts, presigned URLs), which the
+        # journal would keep for days beyond the task's erasure. Credits are priced from the task's own input.
+        details = {'model_id': job.model_id, **urls}
         self._journal.remember(NAME, request_id, details, self._clock())
-        job_id = self._journal.record(NAME, job.task_id, request_id)
-        if job_id != request_id:
-            # Another attempt's request was recorded first: stop this duplicate and follow that one.
-            logger.warning('fal: duplicate request canceled', extra={'task_id': job.task_id})
-            try:
-                self.cancel(request_id)
-            except (ProviderUnavailable, ProviderRejected):
-                logger.warning('fal: could not cancel a duplicate request', extra={'request_id': request_id})
-            return self.poll(job_id)
+        duplicate = keep_first(self._journal, NAME, job.task_id, request_id, cancel=self.cancel, follow=self.poll)
+        if duplicate is not None:
+            return duplicate
         logger.info('fal: request queued', extra={'task_id': job.task_id, 'request_id': request_id})
         position = payload.get('queue_position')
         return JobState(
@@ -273,28 +294,66 @@ class FalProvider:
             queue_position=position if isinstance(position, int) and position >= 0 else None,
         )
 
+    def _untrusted(self, job: Job, request_id: str, urls: Mapping[str, Any]) -> NoReturn:
+        """fal queued ``request_id`` but answered URLs off the API base: keep it, stop it if we can, fail the task."""
+        self._journal.record(NAME, job.task_id, request_id)
+        logger.error(
+            'fal: the request URLs are not on FalApiBase; the task fails (check FalApiBase)',
+            extra={'task_id': job.task_id, 'request_id': request_id, 'api_base': self._base_url, **urls},
+        )
+        cancel_url = urls.get('cancel_url')
+        if isinstance(cancel_url, str) and self._trusted(cancel_url):
+            try:
+                self._send('PUT', cancel_url)
+            except ProviderUnavailable:
+                logger.warning('fal: could not cancel a request it cannot follow', extra={'request_id': request_id})
+        raise ProviderRejected('The provider answered in a way this deployment cannot follow.')
+
     # ------------------------------------------------------------------ the result decides
-    def _result(self, request_id: str, details: Mapping[str, Any]) -> JobState:
-        response = self._send('GET', details['response_url'])
+    def _result(self, request_id: str, details: Mapping[str, Any], *, completed: bool) -> JobState:
+        """The outcome, from the result. ``completed``: fal's status said ``COMPLETED`` (else a webhook did)."""
+        import httpx
+
+        if completed:
+            response = self._send('GET', details['response_url'])
+        else:
+            timeout = httpx.Timeout(WEBHOOK_FETCH_READ_SECONDS, connect=WEBHOOK_FETCH_CONNECT_SECONDS)
+            response = self._send('GET', details['response_url'], timeout=timeout)
         code = response.status_code
         if code == 200:
             result = _json(response)
-            outputs = inputs.outputs(result)
+            outputs, blocked = inputs.outputs(result), inputs.filtered(result)
             cost = _billable_units(response)
             logger.info(
                 'fal: request finished',
-                extra={'request_id': request_id, 'outputs': len(outputs), 'billable_units': cost and cost.amount},
+                extra={
+                    'request_id': request_id,
+                    'outputs': len(outputs),
+                    'filtered': blocked,
+                    'billable_units': cost and cost.amount,
+                },
             )
+            if blocked and not outputs:
+                # Every image was blocked by fal's safety checker (fal ran, and may bill, the model).
+                return JobState(
+                    provider_job_id=request_id,
+                    status=Status.FAILED,
+                    raw_status='COMPLETED',
+                    error=_FILTERED,
+                    charged_by_provider=True,
+                    cost=cost,
+                )
             return JobState(
                 provider_job_id=request_id,
                 status=Status.SUCCEEDED,
                 raw_status='COMPLETED',
                 outputs=outputs,
-                actual_credits=self._actual_credits(details, len(outputs)),
                 cost=cost,
             )
-        if code == 400:  # "still in progress"
-            return JobState(provider_job_id=request_id, status=Status.RUNNING, raw_status='IN_PROGRESS')
+        if code == 400 and completed:  # "still in progress" from a request whose status is COMPLETED: broken
+            return self._ended(request_id, response, Status.FAILED, _FAILED, charged=False)
+        if code == 400:
+            raise ProviderUnavailable('fal reported the request done, but its result is not ready yet.')
         if code in {404, 410}:
             return JobState.lost(request_id, 'fal no longer knows this request.')
         timeout_type = response.headers.get('x-fal-request-timeout-type', '').lower()
@@ -333,43 +392,13 @@ class FalProvider:
             cost=_billable_units(response),
         )
 
-    def _from_webhook(self, request_id: str, details: Mapping[str, Any], payload: dict[str, Any]) -> JobState:
-        if payload.get('status') == 'OK' and isinstance(payload.get('payload'), dict):
-            outputs = inputs.outputs(payload['payload'])
-            return JobState(
-                provider_job_id=request_id,
-                status=Status.SUCCEEDED,
-                raw_status='OK',
-                outputs=outputs,
-                actual_credits=self._actual_credits(details, len(outputs)),
-            )
-        logger.warning(
-            'fal: the webhook reports an error',
-            extra={
-                'request_id': request_id,
-                'error': payload.get('error'),
-                'payload_error': payload.get('payload_error'),
-            },
-        )
-        return JobState(provider_job_id=request_id, status=Status.FAILED, raw_status='ERROR', error=_FAILED)
-
-    def _actual_credits(self, details: Mapping[str, Any], delivered: int) -> int | None:
-        data = details.get('input')
-        if not isinstance(data, dict):
-            return None
-        try:
-            model = self._catalog.get(str(details.get('model_id')))
-        except UnknownModel:
-            return None
-        return delivered_credits(model, data, delivered)
-
     # ------------------------------------------------------------------ plumbing
     @property
     def verifier(self) -> FalWebhookVerifier:
         if self._verifier is None:
             from atelier.providers.fal.signing import FalWebhookVerifier
 
-            self._verifier = FalWebhookVerifier(self._jwks_url)
+            self._verifier = FalWebhookVerifier(self._jwks_url, user_id=self._user_id)
         return self._verifier
 
     @property

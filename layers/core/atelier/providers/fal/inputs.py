@@ -1,6 +1,8 @@
 """Our family inputs as fal model inputs, and fal's file outputs as ours.
 
-Field names follow fal's common model schemas (``fal-ai/flux/dev``, ``fal-ai/kling-video/...``):
+Field names follow fal's common model schemas (``fal-ai/flux/dev``, ``fal-ai/kling-video/...``). Each
+model's family input (catalog) allows only what its fal endpoint takes: Kling 2 image to video has its own
+family (``kling_image_to_video``: no ``resolution``, 5 or 10 seconds), since fal answers 422 to anything else.
 
 ==================  ===========================================================================
 ours                fal
@@ -8,12 +10,15 @@ ours                fal
 ``resolution``      ``image_size`` for the square sizes (``square``, ``square_hd``), else as is
 ``quality``         ``num_inference_steps`` (:data:`INFERENCE_STEPS`)
 ``image``           ``image_url`` (a presigned URL by then)
-``duration_seconds`` ``duration`` (a string: fal's video models take ``"5"``/``"10"``)
+``duration_seconds`` ``duration`` (a string: Kling takes ``"5"``/``"10"``, which its family input allows)
 anything else       as it is (``prompt``, ``negative_prompt``, ``num_images``, ``seed``, ...)
 ==================  ===========================================================================
 
 A result is a JSON object whose files are fal ``File`` objects (``{"url", "content_type", ...}``),
-alone (``video``, ``image``) or in lists (``images``): every one of them is an output.
+alone (``video``, ``image``) or in lists (``images``): every one of them is an output, except the images
+fal's safety checker flagged. FLUX [dev] returns a flagged image as a black image, and says so in
+``has_nsfw_concepts`` (one boolean per image, in order): those are dropped before anything is priced or
+copied (:func:`filtered`).
 """
 
 from __future__ import annotations
@@ -54,12 +59,31 @@ def _file(value: Any) -> JobOutput | None:
     return JobOutput(url=url, content_type=content_type.split(';')[0].strip().lower())
 
 
+#: The result field that flags images by position, and the list of images it refers to.
+NSFW_FLAGS, FLAGGED_LIST = 'has_nsfw_concepts', 'images'
+
+
+def _flags(result: dict[str, Any]) -> list[bool]:
+    flags = result.get(NSFW_FLAGS)
+    return [flag is True for flag in flags] if isinstance(flags, list) else []
+
+
 def outputs(result: Any) -> tuple[JobOutput, ...]:
-    """The files of a fal result, in the order the result lists them."""
+    """The files of a fal result, in the order the result lists them, without the images fal flagged."""
     found: list[JobOutput] = []
-    for value in result.values() if isinstance(result, dict) else ():
-        for item in value if isinstance(value, list) else [value]:
+    if not isinstance(result, dict):
+        return ()
+    flags = _flags(result)
+    for name, value in result.items():
+        for n, item in enumerate(value if isinstance(value, list) else [value]):
+            if name == FLAGGED_LIST and n < len(flags) and flags[n]:
+                continue  # a black image in place of one the safety checker blocked
             output = _file(item)
             if output is not None:
                 found.append(output)
     return tuple(found)
+
+
+def filtered(result: Any) -> int:
+    """How many images of a fal result its safety checker blocked."""
+    return sum(_flags(result)) if isinstance(result, dict) else 0

@@ -52,7 +52,7 @@ from atelier.providers.common import (
     output_urls,
     signed_prediction,
 )
-from atelier.providers.journal import Submission, SubmissionJournal
+from atelier.providers.journal import Submission, SubmissionJournal, keep_first, submit_once
 from atelier.providers.replicate import inputs
 
 if TYPE_CHECKING:
@@ -109,17 +109,16 @@ class ReplicateProvider:
 
     # ------------------------------------------------------------------ the port
     def submit(self, job: Job) -> JobState:
-        record = self._journal.get(NAME, job.task_id)
-        if record is None:
-            if self._journal.claim(NAME, job.task_id, attempt=1, now=self._clock()):
-                return self._create(job, attempt=1)
-            record = self._journal.get(NAME, job.task_id)
-            if record is None:
-                raise ProviderUnavailable('A concurrent submit of this task gave up; trying again.')
-        if record.job_id is not None:
-            # Submitted before (the answer was lost on its way to the task): never a second prediction.
-            return self.poll(record.job_id)
-        return self._resolve(job, record)
+        return submit_once(
+            self._journal,
+            NAME,
+            job.task_id,
+            clock=self._clock,
+            unresolved_after=self._unresolved_after,
+            create=lambda attempt: self._create(job, attempt=attempt),
+            follow=self.poll,
+            find=lambda record: self._found(job, record),
+        )
 
     def poll(self, provider_job_id: str) -> JobState:
         payload = self._call('GET', f'/v1/predictions/{provider_job_id}', missing_ok=True)
@@ -136,21 +135,13 @@ class ReplicateProvider:
         return self._state(signed_prediction(body))
 
     # ------------------------------------------------------------------ submitting once
-    def _resolve(self, job: Job, record: Submission) -> JobState:
-        """An earlier submit holds the claim without a prediction id: find its prediction, or submit again."""
+    def _found(self, job: Job, record: Submission) -> JobState | None:
+        """An earlier submit holds the claim without a prediction id: its prediction, if Replicate lists it."""
         found = self._find(job, since=record.claimed_at)
-        if found is not None:
-            job_id = self._journal.record(NAME, job.task_id, found['id'])
-            return self._state(found) if job_id == found['id'] else self.poll(job_id)
-        if self._clock() - record.claimed_at < self._unresolved_after:
-            raise ProviderUnavailable(f'An earlier submit of task {job.task_id} has no known outcome yet.')
-        if not self._journal.claim(NAME, job.task_id, attempt=record.attempt + 1, now=self._clock()):
-            raise ProviderUnavailable('Another submit of this task is in progress.')
-        logger.warning(
-            'replicate: no prediction found for an unresolved submit; submitting again',
-            extra={'task_id': job.task_id, 'attempt': record.attempt + 1},
-        )
-        return self._create(job, attempt=record.attempt + 1)
+        if found is None:
+            return None
+        job_id = self._journal.record(NAME, job.task_id, found['id'])
+        return self._state(found) if job_id == found['id'] else self.poll(job_id)
 
     def _create(self, job: Job, *, attempt: int) -> JobState:
         import httpx
@@ -183,13 +174,15 @@ class ReplicateProvider:
                 logger.error('replicate: the API token was refused', extra={'status': code})
             raise ProviderRejected(f'Replicate refused the prediction ({code}): {response.text[:500]}')
         payload = self._json(response)
-        job_id = self._journal.record(NAME, job.task_id, payload['id'])
-        if job_id != payload['id']:
-            # Another attempt's prediction was recorded first: stop this duplicate and follow that one.
-            logger.warning('replicate: duplicate prediction canceled', extra={'task_id': job.task_id})
-            self._cancel_quietly(payload['id'])
-            return self.poll(job_id)
-        return self._state(payload)
+        duplicate = keep_first(
+            self._journal,
+            NAME,
+            job.task_id,
+            payload['id'],
+            cancel=lambda job_id: self._call('POST', f'/v1/predictions/{job_id}/cancel', missing_ok=True),
+            follow=self.poll,
+        )
+        return self._state(payload) if duplicate is None else duplicate
 
     def _find(self, job: Job, *, since: datetime) -> dict[str, Any] | None:
         """The prediction an earlier submit of ``job`` created, found by its webhook URL (None without one)."""
@@ -207,12 +200,6 @@ class ReplicateProvider:
                 return None
             target = following
         return None
-
-    def _cancel_quietly(self, job_id: str) -> None:
-        try:
-            self._call('POST', f'/v1/predictions/{job_id}/cancel', missing_ok=True)
-        except (ProviderUnavailable, ProviderRejected):
-            logger.warning('replicate: could not cancel a duplicate prediction', extra={'prediction_id': job_id})
 
     @staticmethod
     def _webhook_url(job: Job) -> str:
@@ -302,7 +289,8 @@ class ReplicateProvider:
         return candidates[0] if candidates and name is not None else None
 
     def _actual_credits(self, payload: dict[str, Any], delivered: int) -> int | None:
-        """Credits for what was delivered; None (= as estimated) when the input is gone (Replicate drops it)."""
+        """Credits for what was delivered; None when the input is gone (Replicate drops it): the task service then
+        prices the outputs from the task's own input."""
         model, data = self._model_of(payload), payload.get('input')
         if model is None or not isinstance(data, dict) or not data:
             return None
