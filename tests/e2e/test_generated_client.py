@@ -73,7 +73,8 @@ def test_a_generated_client_signs_in_runs_a_task_downloads_it_and_reads_the_ledg
         model=models.MockImageTaskModel('mock/image'), input_=models.MockImageInput(prompt='a red fox', num_images=2)
     )
     estimate = module(client_package, 'api.catalog.estimate_task').sync(client=signed_in, body=request)
-    assert isinstance(estimate, models.Estimate) and estimate.credits_ == 8  # (credits is a Python builtin: the generator names it credits_)
+    # (credits is a Python builtin: the generator names the field credits_)
+    assert isinstance(estimate, models.Estimate) and estimate.credits_ == 8
 
     # create (202, the queued task)
     created = module(client_package, 'api.tasks.create_task').sync_detailed(
