@@ -51,6 +51,8 @@ Quirks, by a marker in the prompt (like the mock provider's models):
 ``fal:result-400``      ``COMPLETED``, but the result answers 400 "still in progress" (the webhook says ``OK``)
 ``fal:nsfw``            every image is flagged in ``has_nsfw_concepts`` (and black, as FLUX [dev] returns them)
 ``fal:nsfw-first``      only the first image is flagged
+``fal:foreign-output``  completes, but its outputs' URLs name a host no fal CDN uses (``files.example.net``):
+                        a provider (or a forged result) pointing settle somewhere else
 ======================  ============================================================================
 
 ``POST /_fake/rotate-key`` rotates the signing key from outside the process (curl), like :meth:`rotate_key`.
@@ -381,7 +383,8 @@ class FakeFal(LocalHTTPService):
         return (200, result, {'x-fal-billable-units': units}), {'status': 'OK', 'payload': result}
 
     def _result(self, request: FalRequest) -> tuple[dict[str, Any], str]:
-        base = f'{self.base_url}/files/{request.request_id}'
+        origin = 'https://files.example.net' if request.marked('foreign-output') else self.base_url
+        base = f'{origin}/files/{request.request_id}'
         if 'duration' in request.input or 'video' in request.model_id:
             seconds = int(str(request.input.get('duration') or 5))
             video = {'url': f'{base}/0.mp4', 'content_type': 'video/mp4', 'file_name': 'output.mp4'}

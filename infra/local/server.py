@@ -50,6 +50,7 @@ class LocalServer:
     def start(self) -> LocalServer:
         mount_code()
         from atelier.providers.mock.server import MockProviderServer
+        from atelier.storage.output_policy import DEFAULT_OUTPUT_HOSTS
         from infra.local.cog_server import CogModelServer
         from infra.local.fake_fal import USER_ID as FAL_USER_ID
         from infra.local.fake_fal import FakeFal
@@ -73,6 +74,8 @@ class LocalServer:
         self.services['oidc'] = LocalOidcIssuer()
         urls = {name: service.start() for name, service in self.services.items()}
         local_provider = {'id': 'local', 'issuer': urls['oidc'], 'client_ids': [DEFAULT_AUDIENCE]}
+        # The fakes serve outputs from 127.0.0.1 over http; the real CDNs stay allowed too.
+        output_hosts = {name: [*hosts, '127.0.0.1'] for name, hosts in DEFAULT_OUTPUT_HOSTS.items()}
         self.stack.parameters.update(
             {
                 'PublicApiUrl': self.url,
@@ -84,6 +87,8 @@ class LocalServer:
                 'FalApiBase': urls['fal'],
                 'FalJwksUrl': f'{urls["fal"]}/.well-known/jwks.json',
                 'FalUserId': FAL_USER_ID,  # the fake signs for this fal user: the pin is checked offline too
+                'OutputHosts': json.dumps(output_hosts),
+                'OutputLocalHosts': '127.0.0.1,localhost',
                 'OidcProviders': json.dumps([local_provider]),
                 **self.parameters,
             }

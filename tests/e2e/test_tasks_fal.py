@@ -350,3 +350,27 @@ def test_an_early_webhook_is_503_an_unknown_request_404_and_neither_changes_anyt
     fal.finish(request_id)
     task = wait_final(user, task_id)
     assert task['status'] == 'succeeded' and task['credits']['charged'] == IMAGE_CREDITS
+
+
+def test_an_output_on_a_host_fal_does_not_serve_from_is_refused_and_refunded(stack: Stack) -> None:
+    # Given a funded user, and fal answering with outputs on a host that is not one of fal's CDN hosts
+    user = funded(stack, 20)
+    # When the task completes at fal
+    task = wait_final(user, create(user, FLUX, prompt='fal:foreign-output a harbour').json()['id'])
+    # Then it failed with a stable code and a message that does not repeat the provider's URL
+    assert task['status'] == 'failed' and task['outputs'] == []
+    assert task['error']['code'] == 'output_refused'
+    assert 'example.net' not in task['error']['message']
+    # And every credit came back
+    assert task['credits'] == {
+        'estimated': IMAGE_CREDITS,
+        'held': IMAGE_CREDITS,
+        'charged': 0,
+        'refunded': IMAGE_CREDITS,
+    }
+    assert balance(user) == {'available': 20, 'held': 0}
+    # And nothing was stored under the task's outputs
+    account_id = task_item(stack, task['id'])['account_id']['S']
+    prefix = f'outputs/{account_id}/{task["id"]}/'
+    listed = stack.client('s3').list_objects_v2(Bucket=stack.physical_id('MediaBucket'), Prefix=prefix)
+    assert listed.get('KeyCount', 0) == 0

@@ -71,6 +71,11 @@ class Settings(BaseModel):
     fal_jwks_url: str = Field(default='https://rest.alpha.fal.ai/.well-known/jwks.json', alias='FAL_JWKS_URL')
     fal_user_id: str = Field(default='', alias='FAL_USER_ID')  # the only fal user whose webhooks count ('' = any)
 
+    # where outputs may be fetched from (atelier.storage.output_policy)
+    output_hosts: str = Field(default='', alias='OUTPUT_HOSTS')  # JSON {"provider": ["host", "*.domain"]}
+    output_local_hosts: str = Field(default='', alias='OUTPUT_LOCAL_HOSTS')  # comma-separated: http, private ok
+    output_max_bytes: int = Field(default=200 * 1024**2, alias='OUTPUT_MAX_BYTES', gt=0)
+
     @property
     def welcome_credits_valid_for(self) -> timedelta:
         return timedelta(days=self.welcome_credits_days)

@@ -101,7 +101,7 @@ def test_success_arrives_by_webhook_with_png_outputs_that_settle_stores_in_s3(
         s3 = boto3.client('s3', region_name='us-east-1')
         s3.create_bucket(Bucket='media')
         stored = MediaStore('media', s3=s3, http=httpx.Client()).copy_from_url(
-            state.outputs[0].url, 'outputs/acc/tsk/0.png', content_type=state.outputs[0].content_type
+            state.outputs[0].url, 'outputs/acc/tsk/0.png', content_type=state.outputs[0].content_type, provider='cog'
         )
         body = s3.get_object(Bucket='media', Key='outputs/acc/tsk/0.png')
         # Then the bytes in S3 are the PNG, byte for byte
@@ -225,7 +225,9 @@ def test_a_malformed_data_uri_output_is_unavailable_for_good(url: str) -> None:
         s3 = boto3.client('s3', region_name='us-east-1')
         s3.create_bucket(Bucket='media')
         with pytest.raises(OutputUnavailable):
-            MediaStore('media', s3=s3).copy_from_url(url, 'outputs/acc/tsk/0.png', content_type='image/png')
+            MediaStore('media', s3=s3).copy_from_url(
+                url, 'outputs/acc/tsk/0.png', content_type='image/png', provider='cog'
+            )
 
 
 def test_a_data_uri_larger_than_allowed_is_unavailable() -> None:
@@ -234,4 +236,4 @@ def test_a_data_uri_larger_than_allowed_is_unavailable() -> None:
         s3 = boto3.client('s3', region_name='us-east-1')
         s3.create_bucket(Bucket='media')
         with pytest.raises(OutputUnavailable):
-            MediaStore('media', s3=s3).copy_from_url(url, 'k', content_type='', max_bytes=1024)
+            MediaStore('media', s3=s3).copy_from_url(url, 'k', content_type='', provider='cog', max_bytes=1024)

@@ -24,7 +24,7 @@ from atelier.ledger import DynamoDBLedgerStore, Ledger, LotKind
 from atelier.providers.mock.client import MockProvider
 from atelier.providers.mock.server import MockProviderServer
 from atelier.providers.registry import ProviderRegistry
-from atelier.storage import MediaStore
+from atelier.storage import MediaStore, OutputPolicy
 from atelier.tasks import CreateTaskRequest, StepInput, StepResult, Task, TaskService
 from atelier.tasks.store import TaskStore
 from tests.support.dynamodb_local import create_table
@@ -215,7 +215,10 @@ def world(request: pytest.FixtureRequest, receiver: WebhookReceiver) -> Iterator
             providers=ProviderRegistry(
                 {'mock': lambda: MockProvider(server.url, webhook_secret=SECRET, catalog=catalog)}
             ),
-            media=MediaStore(BUCKET, s3=s3),
+            # The mock serves its outputs from 127.0.0.1 over http, as offline.
+            media=MediaStore(
+                BUCKET, s3=s3, policy=OutputPolicy.configure(local_hosts='127.0.0.1', base_urls={'mock': server.url})
+            ),
             queue=queue,
             workflow=workflow,
             public_api_url=receiver.url.rsplit('/webhooks/', 1)[0],

@@ -3,7 +3,8 @@
 
 Outputs are streamed from the provider's URL into S3 (never held whole in memory) while their size
 and SHA-256 are computed, because providers delete outputs within hours (Replicate after one hour):
-a task is only marked succeeded once its outputs are ours.
+a task is only marked succeeded once its outputs are ours. Only URLs the :class:`OutputPolicy` allows
+are fetched, redirects one checked hop at a time.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_to_bytes, urljoin
 
 from pydantic import BaseModel, ConfigDict
 
 from atelier.errors import DomainError, ErrorKind
+from atelier.storage.output_policy import OutputPolicy, OutputRefused
 
-MAX_OUTPUT_BYTES = 2 * 1024**3
 _EXTENSIONS = {
     'image/png': 'png',
     'image/jpeg': 'jpg',
@@ -38,6 +40,12 @@ class OutputUnavailable(DomainError):
 
     kind = ErrorKind.INVALID
     code = 'output_unavailable'
+
+
+class OutputTooLarge(OutputUnavailable):
+    """The output is larger than the size cap (said by ``Content-Length`` or counted while streaming)."""
+
+    code = 'output_too_large'
 
 
 class OutputDownloadFailed(DomainError):
@@ -104,7 +112,7 @@ class _HashingReader:
                 break
             self.size += len(chunk)
             if self.size > self._limit:
-                raise OutputUnavailable(f'The output is larger than {self._limit} bytes.')
+                raise OutputTooLarge(f'The output is larger than {self._limit} bytes.')
             self.sha256.update(chunk)
             self._buffer += chunk
         if n < 0:
@@ -115,12 +123,14 @@ class _HashingReader:
 
 
 class MediaStore:
-    """The media bucket. ``s3`` and ``http`` default to the shared boto3 client and a new httpx client."""
+    """The media bucket. ``s3`` and ``http`` default to the shared boto3 client and a new httpx client;
+    ``policy`` (default: the providers' public output hosts) says which output URLs may be fetched."""
 
-    def __init__(self, bucket: str, *, s3: Any = None, http: Any = None) -> None:
+    def __init__(self, bucket: str, *, s3: Any = None, http: Any = None, policy: OutputPolicy | None = None) -> None:
         self.bucket = bucket
         self._s3 = s3
         self._http = http
+        self.policy = policy or OutputPolicy()
 
     @property
     def s3(self) -> Any:
@@ -135,37 +145,73 @@ class MediaStore:
         if self._http is None:
             import httpx
 
-            self._http = httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=True)
+            # Redirects are followed by `_get`, one checked hop at a time.
+            self._http = httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False)
         return self._http
 
     def copy_from_url(
-        self, url: str, key: str, *, content_type: str, max_bytes: int = MAX_OUTPUT_BYTES
+        self, url: str, key: str, *, content_type: str, provider: str, max_bytes: int | None = None
     ) -> StoredObject:
-        """Stream ``url`` into ``key``; the same key again simply overwrites it with the same bytes.
+        """Stream ``provider``'s output ``url`` into ``key``; the same key again overwrites it with the same bytes.
 
         A ``data:`` URI (a Cog server without ``--upload-url`` returns its files inline) is decoded instead.
+
+        Raises
+        ------
+        OutputRefused
+            The policy refuses the URL or a redirect (host, scheme, address, too many hops).
+        OutputUnavailable
+            Gone (401/403/404/410), too large (:class:`OutputTooLarge`) or a malformed ``data:`` URI.
+        OutputDownloadFailed
+            A failure that may pass (5xx, timeout, DNS): the step is retried.
         """
         import httpx
 
+        limit = self.policy.max_bytes if max_bytes is None else max_bytes
         if url[:5].lower() == 'data:':
+            if not self.policy.allows_data_uri(provider):
+                raise OutputRefused(f'{provider} does not return data: URIs', url[:40])
             content_type, chunks = _data_uri(url, content_type)
-            reader = _HashingReader(chunks, max_bytes)
+            reader = _HashingReader(chunks, limit)
             self.s3.upload_fileobj(reader, self.bucket, key, ExtraArgs={'ContentType': content_type})
             return StoredObject(key=key, content_type=content_type, size=reader.size, sha256=reader.sha256.hexdigest())
         try:
-            with self.http.stream('GET', url) as response:
+            with self._get(url, provider) as response:
                 if response.status_code in {401, 403, 404, 410}:
                     raise OutputUnavailable(f'The provider no longer serves the output ({response.status_code}).')
                 if response.status_code >= 400:
                     raise OutputDownloadFailed(f'Fetching the output answered {response.status_code}.')
+                declared = response.headers.get('content-length', '')
+                if declared.isdigit() and int(declared) > limit:
+                    raise OutputTooLarge(f'The output is larger than {limit} bytes.')
                 served = response.headers.get('content-type', '').split(';')[0].strip()
                 if content_type in {'', 'application/octet-stream'} and served:
                     content_type = served
-                reader = _HashingReader(response.iter_bytes(1024 * 1024), max_bytes)
+                reader = _HashingReader(response.iter_bytes(1024 * 1024), limit)
                 self.s3.upload_fileobj(reader, self.bucket, key, ExtraArgs={'ContentType': content_type})
         except httpx.HTTPError as exc:
             raise OutputDownloadFailed(f'Fetching the output failed: {exc}') from exc
         return StoredObject(key=key, content_type=content_type, size=reader.size, sha256=reader.sha256.hexdigest())
+
+    @contextmanager
+    def _get(self, url: str, provider: str) -> Iterator[Any]:
+        """The streamed answer to ``GET url`` after redirects, every hop checked by the policy first."""
+        for _hop in range(self.policy.max_redirects + 1):
+            try:
+                self.policy.check(provider, url)
+            except OSError as exc:  # resolving the host for the address check (DNS may come back)
+                raise OutputDownloadFailed(f'Resolving the output host failed: {exc}') from exc
+            response = self.http.send(self.http.build_request('GET', url), stream=True, follow_redirects=False)
+            if response.is_redirect:
+                response.close()
+                url = urljoin(url, response.headers['location'])
+                continue
+            try:
+                yield response
+            finally:
+                response.close()
+            return
+        raise OutputRefused(f'more than {self.policy.max_redirects} redirects', url)
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError

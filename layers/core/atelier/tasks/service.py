@@ -37,7 +37,7 @@ from atelier.providers.base import (
 )
 from atelier.providers.common import delivered_credits
 from atelier.providers.registry import ProviderRegistry
-from atelier.storage import MediaStore, OutputUnavailable, account_media_prefixes, extension_for
+from atelier.storage import MediaStore, OutputRefused, OutputUnavailable, account_media_prefixes, extension_for
 from atelier.tasks.errors import (
     ForeignUpload,
     IdempotencyKeyReused,
@@ -468,9 +468,16 @@ class TaskService:
                     output.url,
                     output_key(task.account_id, task.task_id, n, output.content_type),
                     content_type=output.content_type,
+                    provider=task.provider,
                 )
                 for n, output in enumerate(state.outputs)
             )
+        except OutputRefused as exc:
+            # The URL (query dropped: it may carry a signature) and why go to the logs; the user gets the code.
+            url = exc.url.split('?', 1)[0][:500]
+            extra = {'task_id': task.task_id, 'provider': task.provider, 'url': url, 'reason': exc.reason}
+            logger.warning('output refused', extra=extra)
+            return Outcome(status=Status.FAILED, charge=0, error=JobError(code=exc.code, message=exc.message))
         except OutputUnavailable as exc:
             return Outcome(status=Status.FAILED, charge=0, error=JobError(code=exc.code, message=exc.message))
         actual = state.actual_credits

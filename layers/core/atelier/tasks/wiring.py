@@ -7,7 +7,7 @@ from functools import cache
 from atelier.catalog import load_catalog
 from atelier.config import get_settings
 from atelier.providers.registry import configured_providers
-from atelier.storage import MediaStore
+from atelier.storage import MediaStore, OutputPolicy
 from atelier.tasks.adapters import SqsDispatchQueue, StepFunctionsWorkflow
 from atelier.tasks.service import TaskService
 from atelier.tasks.store import TaskStore
@@ -15,7 +15,14 @@ from atelier.tasks.store import TaskStore
 
 @cache
 def media() -> MediaStore:
-    return MediaStore(get_settings().media_bucket)
+    settings = get_settings()
+    policy = OutputPolicy.configure(
+        output_hosts=settings.output_hosts,
+        local_hosts=settings.output_local_hosts,
+        max_bytes=settings.output_max_bytes,
+        base_urls={'mock': settings.mock_provider_url, 'cog': settings.cog_provider_url},
+    )
+    return MediaStore(settings.media_bucket, policy=policy)
 
 
 @cache
