@@ -246,8 +246,16 @@ def test_paying_on_the_checkout_page_grants_the_pack_once(stack: Stack, trigger:
     assert balance(user) == 0
 
 
-def test_paying_a_plan_on_the_checkout_page_starts_it_with_its_credits(stack: Stack):
+def test_paying_a_plan_on_the_checkout_page_starts_it_with_its_credits_and_a_refund_takes_them_back(
+    stack: Stack, trigger: Cli
+):
+    # Given a user who paid a pro plan on the checkout page (its invoice.paid carries no `payments`, as Stripe's)
     user = stack.sign_in()
     paid = pay(checkout(user, plan_id='pro'))
     assert 'invoice.paid' in paid.text
     assert (me(user)['plan'], balance(user)) == ('pro', 1000)
+    # When Stripe refunds that subscription payment (the charge names only its PaymentIntent)
+    out = trigger(user, 'stripe', 'charge.refunded')
+    # Then the period's credits are taken back: the grant was booked under the invoice's PaymentIntent
+    assert answers(out) == ['processed'] and '1000 credits taken back' in out
+    assert balance(user) == 0
