@@ -42,6 +42,9 @@ backfill finds).
 remembers what it says (:class:`infra.local.stripe_objects.StripeObjects`); ``GET /_local/accounts/{id}``
 answers the account's customer, payments (PaymentIntent, charge, amount, refunded, disputes),
 subscriptions and checkout sessions, newest first, so a refund can default to the latest payment.
+``POST /_local/events`` takes ``Content-Type: application/json`` only (415 otherwise), and the Pay button's
+form POST only from the fake's own checkout page (a browser's ``Origin``; 403 otherwise): a page of another
+site open in the same browser cannot post either to 127.0.0.1 (:mod:`infra.local.http_service`).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from infra.local.http_service import LocalHTTPService
+from infra.local.http_service import LocalHTTPService, is_json, same_origin
 from infra.local.payment_events import (
     DAY,
     STRIPE_SECRET,
@@ -287,9 +290,15 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length).decode('utf-8') if length else ''
         path = urlsplit(self.path).path
         if path.startswith('/c/pay/'):
+            if not same_origin(self.headers, self.server_fake.base_url):  # only the session's own page pays it
+                self._html(403, '<!doctype html><title>Forbidden</title><p>Pay from the checkout page itself.</p>')
+                return
             self._pay(path.removeprefix('/c/pay/'))
             return
         if path == '/_local/events':
+            if not is_json(self.headers):
+                self._json(415, _error('invalid_request_error', 'Expected Content-Type: application/json.'))
+                return
             self._record_event(raw)
             return
         params = decode_form(raw)
@@ -377,9 +386,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _record_event(self, raw: str) -> None:
         try:
             body = json.loads(raw)
-            event = body['event']
-            assert isinstance(event, dict) and isinstance(event.get('id'), str)
-        except (ValueError, KeyError, TypeError, AssertionError):
+        except ValueError:
+            body = None
+        event = body.get('event') if isinstance(body, dict) else None
+        if not isinstance(body, dict) or not isinstance(event, dict) or not isinstance(event.get('id'), str):
             self._json(400, _error('invalid_request_error', 'Expected {"event": {...}, "delivered": bool}.'))
             return
         self.server_fake.record(event, delivered=bool(body.get('delivered', True)))
@@ -387,7 +397,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _html(self, status: int, page: str) -> None:
         text = page.encode()
-        self.send_response(int(HTTPStatus.OK) if status == 200 else int(HTTPStatus.NOT_FOUND))
+        self.send_response(int(HTTPStatus(status)))
         self.send_header('Content-Type', 'text/html; charset=utf-8')
         self.send_header('Content-Length', str(len(text)))
         self.end_headers()
