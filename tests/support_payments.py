@@ -19,9 +19,11 @@ from infra.local.payment_events import (
     checkout_session,
     dispute,
     invoice,
+    invoice_intent,
     rc_event,
     rc_purchase,
     stripe_event,
+    stripe_headers,
     stripe_signature,
     subscription_object,
     uid,
@@ -39,6 +41,7 @@ __all__ = [
     'checkout_session',
     'dispute',
     'invoice',
+    'invoice_intent',
     'rc_event',
     'rc_purchase',
     'rc_request',
@@ -60,13 +63,11 @@ def stripe_request(
 ) -> dict[str, Any]:
     """The API Gateway event of Stripe posting ``event`` (signed unless ``header`` is given)."""
     body = event if isinstance(event, str) else json.dumps(event)
-    signature = stripe_signature(body, secret=secret) if header is None else header
-    all_headers = {
-        'content-type': 'application/json; charset=utf-8',
-        'user-agent': 'Stripe/1.0 (+https://stripe.com/docs/webhooks)',
-    }
-    if signature:
-        all_headers['stripe-signature'] = signature
+    all_headers = stripe_headers(body, secret=secret)
+    if header is not None:  # a given signature header ('' : none at all)
+        all_headers.pop('stripe-signature')
+        if header:
+            all_headers['stripe-signature'] = header
     all_headers.update(headers or {})
     return http_event('POST', '/webhooks/stripe', body=body, headers=all_headers, base64_body=base64_body)
 

@@ -19,7 +19,8 @@ required (``api_key``: that exact key; None: any non-empty key); otherwise 401.
 ``GET /_local/app_users/{id}`` answers ``{"transactions": [...]}``, newest first: each store transaction
 seen in a purchase (``transaction_id``, ``original_transaction_id``, ``product_id``, ``expiration_at_ms``,
 ``price``), and whether the latest refund report says ``refunded``, so a refund can default to the latest
-purchase. ``GET /v1/subscribers`` does not change with them: set it with ``set_subscriber``.
+purchase. ``GET /v1/subscribers`` does not change with them: set it with ``set_subscriber``. ``POST /_local/events``
+takes ``Content-Type: application/json`` only (415 otherwise: another site's page cannot post it).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from infra.local.http_service import LocalHTTPService
+from infra.local.http_service import LocalHTTPService, is_json
 
 LOCAL_API_KEY = 'rc_api_atelier_local'
 
@@ -132,11 +133,18 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get('Content-Length') or 0)
         raw = self.rfile.read(length) if length else b''
         path = urlsplit(self.path).path
+        if path != '/_local/events':
+            self._json(404, {'message': f'Unrecognized request URL (POST: {path}).'})
+            return
+        if not is_json(self.headers):
+            self._json(415, {'message': 'Expected Content-Type: application/json.'})
+            return
         try:
             body = json.loads(raw)
-            assert path == '/_local/events' and isinstance(body.get('body'), dict)
-        except (ValueError, AttributeError, AssertionError):
-            self._json(400 if path == '/_local/events' else 404, {'message': 'Expected {"body": {...}}.'})
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get('body'), dict):
+            self._json(400, {'message': 'Expected {"body": {...}}.'})
             return
         self.server_fake.record(body['body'])
         self._json(200, {'recorded': True})

@@ -22,6 +22,12 @@ endpoint), ``created[gt|gte|lt|lte]`` (or ``created=<ts>``), ``type`` (``*`` wil
 and cursor pagination (``limit`` 1..100, default 10; ``starting_after`` / ``ending_before``; ``has_more``).
 ``GET /v1/events/{id}`` returns one. ``page_size`` caps every page, to exercise pagination with few events.
 
+``GET /v1/invoice_payments?invoice=in_...`` (optionally ``&status=paid``) lists the InvoicePayments of an
+invoice the fake knows (every event it sent, logged or was told about; ``objects.add_invoice_payment`` for
+more): how the backend learns which PaymentIntent paid an invoice, since webhooks do not carry it. An
+invoice it never heard of is a 404 ``resource_missing``. ``unavailable`` (a set of paths) makes those
+answer 500, as an outage would.
+
 **Paying, as Stripe's test mode does.** The hosted page at the session's ``url`` has a Pay button: its form
 POST completes the session and sends the signed webhooks a real payment causes to ``webhook_url`` (the
 offline stack's ``/webhooks/stripe``, wired by :class:`infra.local.server.LocalServer`), signed with
@@ -36,6 +42,9 @@ backfill finds).
 remembers what it says (:class:`infra.local.stripe_objects.StripeObjects`); ``GET /_local/accounts/{id}``
 answers the account's customer, payments (PaymentIntent, charge, amount, refunded, disputes),
 subscriptions and checkout sessions, newest first, so a refund can default to the latest payment.
+``POST /_local/events`` takes ``Content-Type: application/json`` only (415 otherwise), and the Pay button's
+form POST only from the fake's own checkout page (a browser's ``Origin``; 403 otherwise): a page of another
+site open in the same browser cannot post either to 127.0.0.1 (:mod:`infra.local.http_service`).
 """
 
 from __future__ import annotations
@@ -53,8 +62,9 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from infra.local.http_service import LocalHTTPService
+from infra.local.http_service import LocalHTTPService, is_json, same_origin
 from infra.local.payment_events import (
+    DAY,
     STRIPE_SECRET,
     Delivery,
     customer_id,
@@ -89,6 +99,7 @@ class FakeStripeServer(LocalHTTPService):
         self.requests: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []  # {'event': ..., 'delivered': bool}, in the order added
         self.page_size: int | None = None
+        self.unavailable: set[str] = set()  # API paths that answer 500 (an outage)
         self._by_id: dict[str, dict[str, Any]] = {}
         self._params: dict[str, dict[str, Any]] = {}  # what each session was created with (line items, metadata)
         self._idempotent: dict[str, tuple[str, int, dict[str, Any]]] = {}
@@ -107,15 +118,20 @@ class FakeStripeServer(LocalHTTPService):
         return stripe_event(event_type, session, created=int(time.time()), event_id=f'evt_{secrets.token_hex(12)}')
 
     def add_event(self, event: dict[str, Any], *, delivered: bool = False) -> dict[str, Any]:
-        """Make ``event`` part of the account's event log (``delivered``: every webhook endpoint got it)."""
+        """Make ``event`` part of the account's event log (``delivered``: every webhook endpoint got it) and
+        remember its objects. An event already logged (same id) is updated, not logged twice."""
+        self.objects.record(event)
         with self._lock:
-            self.events.append({'event': json.loads(json.dumps(event)), 'delivered': delivered})
+            logged = next((item for item in self.events if item['event'].get('id') == event.get('id')), None)
+            if logged is None:
+                self.events.append({'event': json.loads(json.dumps(event)), 'delivered': delivered})
+            else:
+                logged.update(event=json.loads(json.dumps(event)), delivered=delivered)
         return event
 
     def record(self, event: dict[str, Any], *, delivered: bool) -> None:
         """An event that was sent to the webhook: logged for the Events API, and its objects remembered."""
         self.add_event(event, delivered=delivered)
-        self.objects.record(event)
 
     # ---------------------------------------------------------------- the checkout page's Pay button
     def pay(self, session_id: str) -> list[tuple[dict[str, Any], Delivery]]:
@@ -137,6 +153,7 @@ class FakeStripeServer(LocalHTTPService):
         return [(event, self._deliver(event)) for event in events]
 
     def _deliver(self, event: dict[str, Any]) -> Delivery:
+        self.record(event, delivered=False)  # Stripe knows its objects before the endpoint asks about them
         if not self.webhook_url:
             delivery = Delivery(status=0, body='no webhook endpoint is configured')
         else:
@@ -171,6 +188,17 @@ class FakeStripeServer(LocalHTTPService):
         page = events[-limit:] if backwards else events[:limit]
         has_more = len(events) > limit
         return 200, {'object': 'list', 'data': page, 'has_more': has_more, 'url': '/v1/events'}
+
+    def _list_invoice_payments(self, query: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        invoice_id = query.get('invoice')
+        if not isinstance(invoice_id, str) or not invoice_id:
+            return 400, _error('invalid_request_error', 'Missing required param: invoice.', param='invoice')
+        payments = self.objects.invoice_payments(invoice_id)
+        if payments is None:
+            return 404, _error('resource_missing', f"No such invoice: '{invoice_id}'", param='invoice')
+        status = query.get('status')
+        listed = [p for p in payments if not status or p.get('status') == status]
+        return 200, {'object': 'list', 'data': listed, 'has_more': False, 'url': '/v1/invoice_payments'}
 
     def _get_event(self, event_id: str) -> tuple[int, dict[str, Any]]:
         with self._lock:
@@ -262,9 +290,15 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length).decode('utf-8') if length else ''
         path = urlsplit(self.path).path
         if path.startswith('/c/pay/'):
+            if not same_origin(self.headers, self.server_fake.base_url):  # only the session's own page pays it
+                self._html(403, '<!doctype html><title>Forbidden</title><p>Pay from the checkout page itself.</p>')
+                return
             self._pay(path.removeprefix('/c/pay/'))
             return
         if path == '/_local/events':
+            if not is_json(self.headers):
+                self._json(415, _error('invalid_request_error', 'Expected Content-Type: application/json.'))
+                return
             self._record_event(raw)
             return
         params = decode_form(raw)
@@ -289,6 +323,13 @@ class _Handler(BaseHTTPRequestHandler):
         query = decode_form(urlsplit(self.path).query)
         self._record('GET', path, query)
         if not self._authorized():
+            return
+        if path in self.server_fake.unavailable:
+            self._json(500, {'error': {'type': 'api_error', 'message': 'An unknown error occurred (fake outage).'}})
+            return
+        if path == '/v1/invoice_payments':
+            status, body = self.server_fake._list_invoice_payments(query)
+            self._json(status, body)
             return
         if path == '/v1/events':
             status, body = self.server_fake._list_events(query)
@@ -345,9 +386,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _record_event(self, raw: str) -> None:
         try:
             body = json.loads(raw)
-            event = body['event']
-            assert isinstance(event, dict) and isinstance(event.get('id'), str)
-        except (ValueError, KeyError, TypeError, AssertionError):
+        except ValueError:
+            body = None
+        event = body.get('event') if isinstance(body, dict) else None
+        if not isinstance(body, dict) or not isinstance(event, dict) or not isinstance(event.get('id'), str):
             self._json(400, _error('invalid_request_error', 'Expected {"event": {...}, "delivered": bool}.'))
             return
         self.server_fake.record(event, delivered=bool(body.get('delivered', True)))
@@ -355,7 +397,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _html(self, status: int, page: str) -> None:
         text = page.encode()
-        self.send_response(int(HTTPStatus.OK) if status == 200 else int(HTTPStatus.NOT_FOUND))
+        self.send_response(int(HTTPStatus(status)))
         self.send_header('Content-Type', 'text/html; charset=utf-8')
         self.send_header('Content-Length', str(len(text)))
         self.end_headers()
@@ -380,7 +422,7 @@ def _first_period_events(session: dict[str, Any], params: dict[str, Any], now: i
     account_id = metadata.get('account_id') or session.get('client_reference_id')
     price = str(((params.get('line_items') or [{}])[0] or {}).get('price'))
     subscription_id, customer = str(session['subscription']), str(session['customer'])
-    period_end = now + 30 * 24 * 3600
+    period_end = now + 30 * DAY
     subscription = subscription_object(
         account_id, subscription_id=subscription_id, price=price, period_end=period_end, customer=customer
     )
@@ -391,7 +433,6 @@ def _first_period_events(session: dict[str, Any], params: dict[str, Any], now: i
         price=price,
         period_start=now,
         period_end=period_end,
-        payment_intent=f'pi_{subscription_id.removeprefix("sub_")}',
         customer=customer,
     )
     return [

@@ -4,6 +4,11 @@ moto cannot deploy ``AWS::ApiGatewayV2`` resources, so the routes come straight 
 template's ``HttpApi`` events. Each request becomes the event API Gateway would send, the function
 is invoked through moto's Lambda API (which runs the handler in-process), and the result is mapped
 back the way API Gateway maps it.
+
+Offline only, the gateway also answers ``GET /_local/services`` with the side services' URLs (the fake Stripe,
+the fake RevenueCat, ...: ``{"services": {"stripe": "http://127.0.0.1:PORT", ...}}``), so a local tool that
+knows only the API's URL (``python -m infra.local trigger --url``) finds them. It is not a template route, so
+it does not exist in AWS, and it never shadows one: a path a template route matches goes to that route.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from infra.local.http_service import LOCAL_SERVICES_PATH
 from infra.local.stack import OfflineStack
 
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway HTTP API's own limit
@@ -63,6 +69,7 @@ class Gateway:
         ]
         # Specific routes first, like API Gateway's greedy-last matching.
         self.routes.sort(key=lambda r: (r.pattern is None, '{' in r.path, -len(r.path)))
+        self.local_services: dict[str, str] = {}  # GET /_local/services (set by LocalServer once they run)
         self._server = _Server((host, port), self._handler_class())
         self._thread: threading.Thread | None = None
 
@@ -102,6 +109,9 @@ class Gateway:
             return 413, {'content-type': 'application/json'}, b'{"message":"Request Entity Too Large"}'
         url = urlsplit(raw_path)
         matched = self.match(method, url.path)
+        if method == 'GET' and url.path == LOCAL_SERVICES_PATH and (matched is None or matched[0].pattern is None):
+            payload = json.dumps({'services': self.local_services}).encode()
+            return 200, {'content-type': 'application/json', 'cache-control': 'no-store'}, payload
         if matched is None:
             return 404, {'content-type': 'application/json'}, b'{"message":"Not Found"}'
         route, path_parameters = matched

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import threading
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
+
+#: Where the offline gateway lists the side services' URLs (infra/local only; no such route in AWS).
+LOCAL_SERVICES_PATH = '/_local/services'
 
 
 class LocalHTTPService:
@@ -45,3 +49,17 @@ class LocalHTTPService:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def is_json(headers: Message) -> bool:
+    """Whether a request says its body is JSON. Local-only endpoints require it: a page of another site can post
+    ``text/plain`` or a form to 127.0.0.1 without asking, but not ``application/json`` (CORS preflight)."""
+    media_type = (headers.get('Content-Type') or '').split(';', 1)[0].strip().lower()
+    return media_type == 'application/json'
+
+
+def same_origin(headers: Message, base_url: str) -> bool:
+    """Whether a browser's POST comes from a page of ``base_url`` (no ``Origin``: not a browser, or same-origin
+    in an old one; ``Origin: null``, e.g. a sandboxed page, is refused)."""
+    origin = headers.get('Origin')
+    return origin is None or origin.rstrip('/') == base_url.rstrip('/')

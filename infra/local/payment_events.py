@@ -47,6 +47,12 @@ def charge_id(payment_intent: str) -> str:
     return f'ch_{payment_intent.removeprefix("pi_")}'
 
 
+def invoice_intent(invoice_id: str) -> str:
+    """The PaymentIntent that pays an invoice offline (``in_X`` -> ``pi_X``): what the fake Stripe's
+    ``GET /v1/invoice_payments`` answers for an invoice with money paid that it was told about."""
+    return f'pi_{invoice_id.removeprefix("in_")}'
+
+
 # ---------------------------------------------------------------- Stripe signatures and events
 
 
@@ -129,15 +135,30 @@ def invoice(
     customer: str = 'cus_test',
     lines: list[dict[str, Any]] | None = None,
     legacy: bool = False,
+    expanded: bool = False,
 ) -> dict[str, Any]:
-    """A paid invoice; ``legacy`` uses the pre-basil shape (``subscription``, ``payment_intent``, ``price``)."""
+    """A paid invoice as an ``invoice.*`` webhook carries it.
+
+    Like a real webhook it does not say which PaymentIntent paid it: ``payments`` is an includable property,
+    present only when a request expands it (https://docs.stripe.com/api/invoices/object#invoice_object-payments),
+    so the backend asks ``GET /v1/invoice_payments``; offline the PaymentIntent of a paid invoice is
+    :func:`invoice_intent` of its id. ``expanded`` adds ``payments`` (as ``expand[]=payments`` would; then
+    ``payment_intent`` may be any id); ``legacy`` uses the pre-basil shape (``subscription``,
+    ``payment_intent``, ``price``).
+    """
     start = int(time.time()) - 60 if period_start is None else period_start
     end = start + 30 * DAY if period_end is None else period_end
     metadata = {'account_id': account_id} if account_id else {}
     line = {'id': uid('il'), 'amount': amount_paid, 'period': {'start': start, 'end': end}}
-    intent = payment_intent or (uid('pi') if amount_paid else None)
+    invoice_id = invoice_id or uid('in')
+    intent = payment_intent or (invoice_intent(invoice_id) if amount_paid else None)
+    if payment_intent and not (legacy or expanded) and payment_intent != invoice_intent(invoice_id):
+        raise ValueError(
+            f'a webhook invoice does not carry its PaymentIntent: offline {invoice_id} is paid by '
+            f'{invoice_intent(invoice_id)} (pass expanded=True or legacy=True to name another)'
+        )
     body: dict[str, Any] = {
-        'id': invoice_id or uid('in'),
+        'id': invoice_id,
         'object': 'invoice',
         'status': 'paid',
         'billing_reason': billing_reason,
@@ -155,15 +176,27 @@ def invoice(
             'type': 'subscription_details',
             'subscription_details': {'subscription': subscription, 'metadata': metadata},
         }
-        if intent:
-            body['payments'] = {
-                'object': 'list',
-                'data': [
-                    {'object': 'invoice_payment', 'payment': {'type': 'payment_intent', 'payment_intent': intent}}
-                ],
-            }
+        if expanded:
+            paid = [invoice_payment(invoice_id, intent, amount_paid)] if intent else []
+            body['payments'] = {'object': 'list', 'data': paid, 'has_more': False, 'url': '/v1/invoice_payments'}
     body['lines'] = {'object': 'list', 'data': lines if lines is not None else [line]}
     return body
+
+
+def invoice_payment(invoice_id: str, payment_intent: str, amount: int, *, status: str = 'paid') -> dict[str, Any]:
+    """An InvoicePayment (https://docs.stripe.com/api/invoice-payment/object): the invoice paid by a PaymentIntent."""
+    return {
+        'id': f'inpay_{invoice_id.removeprefix("in_")}',
+        'object': 'invoice_payment',
+        'amount_paid': amount if status == 'paid' else None,
+        'amount_requested': amount,
+        'currency': 'usd',
+        'invoice': invoice_id,
+        'is_default': True,
+        'livemode': False,
+        'payment': {'type': 'payment_intent', 'payment_intent': payment_intent},
+        'status': status,
+    }
 
 
 def subscription_object(

@@ -5,8 +5,8 @@ to the template as a parameter, exactly as a deployed stack is told its public U
 stand in for the outside world: the mock AI provider (a real HTTP provider that sends signed
 webhooks), a fake fal.ai (its queue API, ED25519-signed webhooks and JWKS), a real Cog server, a fake Stripe API
 (whose checkout page's Pay button sends signed webhooks to this API), a fake RevenueCat API and an OIDC issuer.
-While it runs, their addresses are published for local tools (:mod:`infra.local.discovery`:
-``python -m infra.local trigger`` finds the fake Stripe there).
+While it runs, the gateway answers ``GET /_local/services`` with their addresses, for local tools
+(``python -m infra.local trigger`` finds the fake Stripe there; offline only, never a route in AWS).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from infra.local import discovery
 from infra.local.gateway import Gateway
 from infra.local.stack import LOCAL_SECRETS, OfflineStack
 from infra.local.template import mount_code
@@ -95,11 +94,10 @@ class LocalServer:
         )
         self.stack.start()
         self.gateway.start()
-        discovery.publish(self.url, urls)
+        self.gateway.local_services = dict(urls)
         return self
 
     def stop(self) -> None:
-        discovery.withdraw(self.url)
         self.gateway.stop()
         self.stack.stop()
         for service in self.services.values():

@@ -9,6 +9,10 @@ was told about (``python -m infra.local trigger``), so a follow-up can name "the
     objects.account('acc_1')             # {'customer', 'payments', 'subscriptions', 'sessions'}, newest first
 
 A payment is keyed by its PaymentIntent (as the backend keys it) and has one charge (:func:`charge_id`).
+Each invoice it is told about has its InvoicePayments (``GET /v1/invoice_payments?invoice=``): those the event
+carried (expanded ``payments``, or the pre-basil ``payment_intent``), else, for an invoice with money paid,
+one paid by :func:`~infra.local.payment_events.invoice_intent` (a $0 invoice has none). The events are read
+with the backend's own readers (:mod:`atelier.payments.stripe_events`), so both agree on what they say.
 """
 
 from __future__ import annotations
@@ -19,7 +23,16 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from infra.local.payment_events import charge_id, customer_id
+from atelier.payments.stripe_events import (
+    _dict,
+    _invoice_subscription,
+    _invoice_subscription_metadata,
+    _line_price,
+    _list,
+    _str,
+    checkout_account,
+)
+from infra.local.payment_events import charge_id, customer_id, invoice_intent, invoice_payment
 
 Record = dict[str, Any]
 
@@ -30,6 +43,7 @@ class StripeObjects:
         self._subscriptions: dict[str, Record] = {}
         self._sessions: dict[str, Record] = {}
         self._customers: dict[str, str] = {}  # customer -> account
+        self._invoice_payments: dict[str, list[Record]] = {}  # invoice -> its InvoicePayments
         self._order = itertools.count(1)
         self._lock = threading.Lock()
         self._derive: dict[str, Callable[[str, dict[str, Any]], None]] = {
@@ -63,10 +77,22 @@ class StripeObjects:
             }
             return copy.deepcopy(view)
 
+    def invoice_payments(self, invoice_id: str) -> list[Record] | None:
+        """The InvoicePayments of an invoice, oldest first; None for an invoice never told about."""
+        with self._lock:
+            found = self._invoice_payments.get(invoice_id)
+            return copy.deepcopy(found) if found is not None else None
+
+    def add_invoice_payment(self, payment: Record) -> None:
+        """Know an InvoicePayment (replacing one with its id): how Stripe says which PaymentIntent paid an invoice."""
+        with self._lock:
+            known = self._invoice_payments.setdefault(str(payment['invoice']), [])
+            known[:] = [p for p in known if p.get('id') != payment.get('id')] + [copy.deepcopy(payment)]
+
     # ---------------------------------------------------------------- derivations (under the lock)
     def _session(self, event_type: str, session: dict[str, Any]) -> None:
         metadata = _dict(session.get('metadata'))
-        account_id = _str(session.get('client_reference_id')) or _str(metadata.get('account_id'))
+        account_id = checkout_account(session)
         if account_id is None:
             return
         self._remember_customer(session.get('customer'), account_id)
@@ -96,16 +122,16 @@ class StripeObjects:
             self._payment(intent, payment, paid=paid)
 
     def _invoice(self, event_type: str, invoice: dict[str, Any]) -> None:
-        details = _dict(_dict(invoice.get('parent')).get('subscription_details'))
-        subscription_id = _str(details.get('subscription')) or _str(invoice.get('subscription'))
-        account_id = _str(_dict(details.get('metadata')).get('account_id')) or self._customers.get(
+        intent = self._know_invoice_payments(invoice)
+        subscription_id = _invoice_subscription(invoice)
+        account_id = _str(_invoice_subscription_metadata(invoice).get('account_id')) or self._customers.get(
             str(invoice.get('customer'))
         )
         if subscription_id is None or account_id is None:
             return
         self._remember_customer(invoice.get('customer'), account_id)
-        line = _dict(next(iter(_dict(invoice.get('lines')).get('data') or []), None))
-        price = _str(_dict(_dict(line.get('pricing')).get('price_details')).get('price'))
+        line = next(iter(_list(_dict(invoice.get('lines')).get('data'))), {})
+        price = _line_price(line)
         period_end = _dict(line.get('period')).get('end')
         known = self._subscriptions.get(subscription_id, {})
         fields = {'account_id': account_id, 'customer': invoice.get('customer'), 'price': price or known.get('price')}
@@ -113,11 +139,25 @@ class StripeObjects:
         if isinstance(period_end, int):  # the end of the last period paid: a renewal's period starts there
             fields['invoiced_until'] = max(period_end, int(known.get('invoiced_until') or 0))
         self._upsert(self._subscriptions, subscription_id, fields)
-        intent = _invoice_payment_intent(invoice)
         if intent:
             payment = {'account_id': account_id, 'invoice': invoice.get('id'), 'subscription': subscription_id}
             payment |= {'amount': invoice.get('amount_paid'), 'currency': invoice.get('currency')}
             self._payment(intent, payment, paid=True)
+
+    def _know_invoice_payments(self, invoice: dict[str, Any]) -> str | None:
+        """Remember the invoice's InvoicePayments (what it carries, else what it implies); its paid PaymentIntent."""
+        invoice_id = _str(invoice.get('id'))
+        if invoice_id is None:
+            return None
+        amount = invoice.get('amount_paid') if isinstance(invoice.get('amount_paid'), int) else 0
+        if isinstance(invoice.get('payments'), dict):
+            self._invoice_payments[invoice_id] = _list(_dict(invoice.get('payments')).get('data'))
+        elif invoice_id not in self._invoice_payments:
+            carried = _str(invoice.get('payment_intent'))
+            intent = carried or (invoice_intent(invoice_id) if amount else None)
+            self._invoice_payments[invoice_id] = [invoice_payment(invoice_id, intent, amount)] if intent else []
+        paid = [p for p in self._invoice_payments[invoice_id] if p.get('status') in ('paid', None)]
+        return next((i for p in paid if (i := _str(_dict(p.get('payment')).get('payment_intent')))), None)
 
     def _subscription(self, event_type: str, subscription: dict[str, Any]) -> None:
         subscription_id = str(subscription.get('id'))
@@ -180,20 +220,3 @@ def _listed(record: Record) -> Record:
     if isinstance(record.get('disputes'), dict):
         listed['disputes'] = sorted(record['disputes'].values(), key=lambda d: d['seq'], reverse=True)
     return listed
-
-
-def _invoice_payment_intent(invoice: dict[str, Any]) -> str | None:
-    for payment in _dict(invoice.get('payments')).get('data') or []:
-        intent = _dict(_dict(payment).get('payment')).get('payment_intent')
-        if isinstance(intent, str) and intent:
-            return intent
-    legacy = invoice.get('payment_intent')
-    return legacy if isinstance(legacy, str) and legacy else None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None

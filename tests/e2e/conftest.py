@@ -120,3 +120,17 @@ def no_access_denied(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     denied = stack.server.stack.iam.denied(since=before)
     assert not denied, 'AccessDenied offline (would fail in AWS):\n' + '\n'.join(d.message() for d in denied)
+
+
+def me(user: User) -> dict[str, Any]:
+    """``GET /v1/me`` of the user: balance, plan."""
+    response = user.get('/v1/me')
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def ledger_of(user: User) -> list[dict[str, Any]]:
+    """The user's ledger entries (``GET /v1/ledger``), newest first."""
+    response = user.get('/v1/ledger', params={'limit': 100})
+    assert response.status_code == 200, response.text
+    return list(response.json()['items'])

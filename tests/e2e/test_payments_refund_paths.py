@@ -10,8 +10,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.e2e.conftest import Stack
-from tests.e2e.test_payments_webhooks import ledger_of, me, post_rc
+from tests.e2e.conftest import Stack, ledger_of, me
+from tests.e2e.test_payments_webhooks import post_rc
 from tests.support_payments import rc_event, rc_purchase
 
 

@@ -15,8 +15,7 @@ import pytest
 
 from infra.local.__main__ import main
 from infra.local.template import ROOT
-from tests.e2e.conftest import Stack, User
-from tests.e2e.test_payments_webhooks import ledger_of, me
+from tests.e2e.conftest import Stack, User, ledger_of, me
 
 
 class Cli:
@@ -246,8 +245,79 @@ def test_paying_on_the_checkout_page_grants_the_pack_once(stack: Stack, trigger:
     assert balance(user) == 0
 
 
-def test_paying_a_plan_on_the_checkout_page_starts_it_with_its_credits(stack: Stack):
+def test_paying_a_plan_on_the_checkout_page_starts_it_with_its_credits_and_a_refund_takes_them_back(
+    stack: Stack, trigger: Cli
+):
+    # Given a user who paid a pro plan on the checkout page (its invoice.paid carries no `payments`, as Stripe's)
     user = stack.sign_in()
     paid = pay(checkout(user, plan_id='pro'))
     assert 'invoice.paid' in paid.text
     assert (me(user)['plan'], balance(user)) == ('pro', 1000)
+    # When Stripe refunds that subscription payment (the charge names only its PaymentIntent)
+    out = trigger(user, 'stripe', 'charge.refunded')
+    # Then the period's credits are taken back: the grant was booked under the invoice's PaymentIntent
+    assert answers(out) == ['processed'] and '1000 credits taken back' in out
+    assert balance(user) == 0
+
+
+# ---------------------------------------------------------------- the README and the remaining options
+
+
+def readme_trigger_block() -> list[str]:
+    """The trigger commands of README "Buy credits locally", in order, without their comments."""
+    text = (ROOT / 'README.md').read_text()
+    block = text[text.index('T=".venv/bin/python -m infra.local trigger"') :]
+    block = block[: block.index('```')]
+    return [line.split('#', 1)[0].strip() for line in block.splitlines() if line.startswith('$T ')]
+
+
+def test_the_readme_trigger_block_runs_top_to_bottom(stack: Stack, trigger: Cli):
+    # Given a user, and another account for the transfer
+    user, other = stack.sign_in(), stack.sign_in()
+    lines = readme_trigger_block()
+    assert len(lines) == 20
+    # When every command of the README is run in order
+    for line in lines:
+        words = line.replace('<other account>', other.account_id).split()[1:]
+        provider, event = words[0], words[1]
+        options = [w for w in words[2:] if w not in ('--token', '$TOKEN')]
+        if '--account' in options:
+            options[options.index('$ACCOUNT')] = user.account_id
+        # Then each is sent and answered 2xx (exit 0)
+        trigger(user, provider, event, *options)
+    # And the balance is what the README says
+    assert (balance(user), me(user)['plan']) == (3300, 'pro')
+
+
+def test_the_offline_gateway_lists_the_fakes_and_no_api_route_is_shadowed(stack: Stack):
+    services = httpx.get(f'{stack.url}/_local/services').json()['services']
+    assert set(services) >= {'stripe', 'revenuecat'} and services['stripe'].startswith('http://127.0.0.1:')
+    assert httpx.post(f'{stack.url}/_local/services').status_code != 200  # GET only
+
+
+def test_a_won_dispute_closed_gives_the_credits_back(stack: Stack, trigger: Cli):
+    user = stack.sign_in()
+    trigger(user, 'stripe', 'checkout.session.completed', '--pack', 'pack_100')
+    trigger(user, 'stripe', 'charge.dispute.created')
+    assert balance(user) == 0
+    assert answers(trigger(user, 'stripe', 'charge.dispute.closed', '--status', 'won')) == ['processed']
+    assert balance(user) == 100
+
+
+def test_an_upgrade_invoice_tops_the_period_up(stack: Stack, trigger: Cli):
+    # Given a pro subscriber with its period's 1,000 credits
+    user = stack.sign_in()
+    trigger(user, 'stripe', 'invoice.paid', '--plan', 'pro')
+    assert balance(user) == 1000
+    # When a subscription_update invoice of the same plan and period is paid (a proration)
+    out = trigger(user, 'stripe', 'invoice.paid', '--billing-reason', 'subscription_update')
+    # Then the period is not granted twice: the same plan tops up nothing
+    assert answers(out) == ['processed']
+    assert (me(user)['plan'], balance(user)) == ('pro', 1000)
+
+
+def test_a_store_trial_turns_the_plan_on_without_credits(stack: Stack, trigger: Cli):
+    user = stack.sign_in()
+    out = trigger(user, 'revenuecat', 'INITIAL_PURCHASE', '--trial')
+    assert '"period_type": "TRIAL"' in out
+    assert (me(user)['plan'], balance(user)) == ('pro', 0)

@@ -7,7 +7,8 @@ import json
 import random
 from typing import Any
 
-from tests.e2e.conftest import Stack, User
+from infra.local.payment_events import revenuecat_headers, stripe_headers
+from tests.e2e.conftest import Stack, ledger_of, me
 from tests.support_payments import (
     RC_AUTH,
     STRIPE_SECRET,
@@ -15,34 +16,18 @@ from tests.support_payments import (
     rc_event,
     rc_purchase,
     stripe_event,
-    stripe_signature,
 )
 
 
 def post_stripe(stack: Stack, event: dict[str, Any] | str, *, secret: str = STRIPE_SECRET) -> Any:
+    """Stripe posting ``event`` (signed now; a string is posted as it is): the headers of the shared builders."""
     body = event if isinstance(event, str) else json.dumps(event)
-    headers = {
-        'content-type': 'application/json; charset=utf-8',
-        'stripe-signature': stripe_signature(body, secret=secret),
-    }
-    return stack.http.post('/webhooks/stripe', content=body.encode(), headers=headers)
+    return stack.http.post('/webhooks/stripe', content=body.encode(), headers=stripe_headers(body, secret=secret))
 
 
 def post_rc(stack: Stack, body: dict[str, Any], *, authorization: str = f'Bearer {RC_AUTH}') -> Any:
-    headers = {'content-type': 'application/json', 'authorization': authorization}
+    headers = revenuecat_headers(authorization=authorization)
     return stack.http.post('/webhooks/revenuecat', content=json.dumps(body).encode(), headers=headers)
-
-
-def ledger_of(user: User) -> list[dict[str, Any]]:
-    response = user.get('/v1/ledger', params={'limit': 100})
-    assert response.status_code == 200, response.text
-    return list(response.json()['items'])
-
-
-def me(user: User) -> dict[str, Any]:
-    response = user.get('/v1/me')
-    assert response.status_code == 200, response.text
-    return dict(response.json())
 
 
 def test_a_stripe_checkout_paid_and_refunded_moves_credits_once(stack: Stack):

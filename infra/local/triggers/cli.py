@@ -1,7 +1,8 @@
 """``python -m infra.local trigger <provider> <event>``: send one payment event to a running ``make dev``.
 
 1. Build the event as the provider would (:mod:`infra.local.triggers.stripe`, ``.revenuecat``), referring to
-   what the provider's fake knows of the account (found through :mod:`infra.local.discovery`).
+   what the provider's fake knows of the account (the fakes' URLs come from the offline gateway's
+   ``GET /_local/services``).
 2. Sign it with the offline stack's local secrets and POST it to the API's webhook (``--times N``: the
    same event N times, as a provider redelivers it).
 3. Tell the fake (so the next follow-up can refer to it), print what was sent and what the API answered,
@@ -17,15 +18,18 @@ import os
 import sys
 import textwrap
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import quote
 
 import httpx
 
-from infra.local import discovery
+from infra.local.http_service import LOCAL_SERVICES_PATH
 from infra.local.payment_events import RC_AUTH, STRIPE_SECRET, Delivery, send_revenuecat_event, send_stripe_event
 from infra.local.triggers import revenuecat, stripe
 from infra.local.triggers.spec import PROVIDERS, Provider, Request, Trigger, TriggerError
+
+if TYPE_CHECKING:
+    from atelier.payments.catalog import CommerceCatalog
 
 DEFAULT_URL = 'http://127.0.0.1:3000'
 DESCRIPTION = """Send one payment event, built, signed and wrapped as Stripe or RevenueCat would, to the webhook of a
@@ -101,15 +105,19 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     spec: Trigger = args.trigger
     api = str(args.url).rstrip('/')
-    fake = discovery.services(api).get(spec.provider)
+    fake = local_services(api).get(spec.provider)
     try:
         account_id = args.account or _token_holder(api, args.token)
-        request = Request(account_id, args, _known(fake, spec.provider, account_id), _catalog(), int(time.time()))
+        known = _known(fake, spec.provider, account_id)
+        now = time.time()  # the real time: events of one second tie in Stripe too (docs/payments.md, "Ordering")
+        request = Request(account_id, args, known, _catalog(), int(now), now_ms=int(now * 1000))
         event = spec.build(request)
     except TriggerError as exc:
         missing = '' if fake else f' (no running make dev was found at {api}: start it, or pass its --url)'
         print(f'trigger: error: {exc}{missing}', file=sys.stderr)
         return 2
+    if fake and spec.provider == 'stripe':  # Stripe knows an event's objects before the endpoint asks about them
+        _tell_fake(fake, spec.provider, event, delivered=False)
     deliveries = [_send(spec.provider, api, event) for _ in range(max(1, args.times))]
     if fake:
         _tell_fake(fake, spec.provider, event, delivered=any(d.ok for d in deliveries))
@@ -118,6 +126,16 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if spec.next_step:
         out.write(f'next: {spec.next_step}\n')
     return 0 if all(d.ok for d in deliveries) else 1
+
+
+def local_services(api: str) -> dict[str, str]:
+    """The side services of the offline stack serving ``api`` ({} when it is not one, or not reachable)."""
+    try:
+        response = httpx.get(f'{api}{LOCAL_SERVICES_PATH}', timeout=10)
+        listed = response.json().get('services') if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return {}
+    return {str(k): str(v) for k, v in listed.items()} if isinstance(listed, dict) else {}
 
 
 def _send(provider: Provider, api: str, event: dict[str, Any]) -> Delivery:
@@ -199,7 +217,7 @@ def _report(
         )
 
 
-def _catalog() -> Any:
+def _catalog() -> CommerceCatalog:
     """The commerce catalog the backend sells from (packs, plans, store products)."""
     from infra.local.template import mount_code
 

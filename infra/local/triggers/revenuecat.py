@@ -4,7 +4,9 @@ Every body is ``{"api_version": "1.0", "event": {...}}`` with ``app_user_id`` = 
 ``environment`` = ``SANDBOX`` (what a test stage applies). A purchase is a new store transaction; a
 follow-up (renewal, refund, expiration, ...) refers to an earlier one: ``--transaction``, or by default the
 account's latest fitting transaction that the running fake RevenueCat knows (it remembers every event sent
-through these triggers).
+through these triggers). A ``--transaction`` the fake does not know (made elsewhere, or before ``make dev``
+restarted) is sent as given, with ``--product`` as its product, as the Stripe triggers do with an unknown
+``--payment`` and ``--amount``. ``event_timestamp_ms`` is the real time of the command.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ TRANSACTION = Option(
     ('--transaction',),
     {'metavar': 'TXN', 'help': "the store transaction (default: the account's latest that fits the event)"},
 )
+REPORTED_PRODUCT = Option(
+    ('--product',),
+    {'default': 'pro_monthly', 'help': 'the product of a --transaction the fake does not know (default pro_monthly)'},
+)
 DAYS = Option(('--days',), {'type': int, 'default': 30, 'help': 'length of a subscription period (default 30)'})
 
 
@@ -38,7 +44,10 @@ def purchase(event_type: str, default_product: str) -> Builder:
         }
         if request.arg('trial'):
             fields.update(period_type='TRIAL', price=0, price_in_purchased_currency=0)
-        return rc_purchase(event_type, request.account_id, product, request.arg('transaction') or uid('txn'), **fields)
+        txn = request.arg('transaction') or uid('txn')
+        return rc_purchase(
+            event_type, request.account_id, product, txn, event_timestamp_ms=request.timestamp_ms, **fields
+        )
 
     return build
 
@@ -56,6 +65,7 @@ def renewal(request: Request) -> dict[str, Any]:
         request.arg('transaction') or uid('txn'),
         original_transaction_id=(known or {}).get('original_transaction_id') or uid('txn'),
         expiration_at_ms=_ms(expires),
+        event_timestamp_ms=request.timestamp_ms,
     )
 
 
@@ -71,13 +81,15 @@ def cancellation(request: Request) -> dict[str, Any]:
     fields = _about(known)
     if refund and isinstance(known.get('price'), (int, float)):
         fields['price'] = -abs(known['price'])
-    return rc_event('CANCELLATION', request.account_id, cancel_reason=reason, **fields)
+    return rc_event(
+        'CANCELLATION', request.account_id, cancel_reason=reason, event_timestamp_ms=request.timestamp_ms, **fields
+    )
 
 
 def refund_reversed(request: Request) -> dict[str, Any]:
     """The store took back a refund: the credits the refund took come back."""
     known = _latest(request, lambda t: bool(t.get('refunded')))
-    return rc_event('REFUND_REVERSED', request.account_id, **_about(known))
+    return rc_event('REFUND_REVERSED', request.account_id, event_timestamp_ms=request.timestamp_ms, **_about(known))
 
 
 def subscription_report(event_type: str) -> Builder:
@@ -89,7 +101,7 @@ def subscription_report(event_type: str) -> Builder:
             fields.update(expiration_at_ms=_ms(request.now), expiration_reason=request.arg('reason'))
         if event_type == 'PRODUCT_CHANGE':
             fields['new_product_id'] = request.arg('new_product')
-        return rc_event(event_type, request.account_id, **fields)
+        return rc_event(event_type, request.account_id, event_timestamp_ms=request.timestamp_ms, **fields)
 
     return build
 
@@ -97,12 +109,12 @@ def subscription_report(event_type: str) -> Builder:
 def transfer(request: Request) -> dict[str, Any]:
     """The store's purchases moved from this account to ``--to`` (the subscriptions, so the plan, go along)."""
     moved = {'transferred_from': [request.account_id], 'transferred_to': [request.arg('to')]}
-    return rc_event('TRANSFER', request.account_id, **moved)
+    return rc_event('TRANSFER', request.account_id, event_timestamp_ms=request.timestamp_ms, **moved)
 
 
 def test_event(request: Request) -> dict[str, Any]:
     """The dashboard's test webhook: acknowledged and ignored."""
-    return rc_event('TEST', request.account_id)
+    return rc_event('TEST', request.account_id, event_timestamp_ms=request.timestamp_ms)
 
 
 # ---------------------------------------------------------------- what the fake RevenueCat knows
@@ -192,7 +204,11 @@ TRIGGERS: tuple[Trigger, ...] = (
         'PRODUCT_CHANGE',
         "a change of the subscription's product: noted, nothing booked (credits come with its renewal)",
         subscription_report('PRODUCT_CHANGE'),
-        (TRANSACTION, _option('--new-product', default='pro_monthly', help='the new product (default pro_monthly)')),
+        (
+            TRANSACTION,
+            REPORTED_PRODUCT,
+            _option('--new-product', default='pro_monthly', help='the new product (default pro_monthly)'),
+        ),
     ),
     Trigger(
         'revenuecat',
@@ -217,14 +233,14 @@ TRIGGERS: tuple[Trigger, ...] = (
         'UNCANCELLATION',
         'auto-renew back on: noted, nothing booked',
         subscription_report('UNCANCELLATION'),
-        (TRANSACTION,),
+        (TRANSACTION, REPORTED_PRODUCT),
     ),
     Trigger(
         'revenuecat',
         'BILLING_ISSUE',
         'a renewal could not be charged: noted, nothing booked (the plan stays until EXPIRATION)',
         subscription_report('BILLING_ISSUE'),
-        (TRANSACTION,),
+        (TRANSACTION, REPORTED_PRODUCT),
     ),
     Trigger(
         'revenuecat',
@@ -233,6 +249,7 @@ TRIGGERS: tuple[Trigger, ...] = (
         subscription_report('EXPIRATION'),
         (
             TRANSACTION,
+            REPORTED_PRODUCT,
             _option('--reason', default='UNSUBSCRIBE', choices=_EXPIRATION_REASONS, help='default UNSUBSCRIBE'),
         ),
     ),

@@ -39,7 +39,12 @@ class Request:
     args: argparse.Namespace
     known: dict[str, Any]
     catalog: CommerceCatalog
-    now: int  # unix seconds
+    now: int  # unix seconds: Stripe's ``created``, periods
+    now_ms: int | None = None  # unix milliseconds (RevenueCat's ``event_timestamp_ms``); default ``now`` * 1000
+
+    @property
+    def timestamp_ms(self) -> int:
+        return self.now_ms if self.now_ms is not None else self.now * 1000
 
     def arg(self, name: str) -> Any:
         return getattr(self.args, name, None)

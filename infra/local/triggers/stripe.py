@@ -3,7 +3,10 @@
 A purchase creates new objects (a Checkout Session, a PaymentIntent and its charge, a subscription). A
 follow-up refers to an earlier one: ``--payment``, ``--subscription``, ``--dispute``, ``--session``, or by
 default the account's latest of them that the running fake Stripe knows (it remembers every event sent
-through it or through these triggers).
+through it or through these triggers). An id the fake does not know (an object made elsewhere, or before
+``make dev`` restarted) is sent as given, with what the options say of it (``--amount`` for a payment), as
+the RevenueCat triggers do with ``--transaction`` and ``--product``. Events are ``created`` now, in whole
+seconds as Stripe's are: two events of the same second tie (docs/payments.md, "Ordering").
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from infra.local.payment_events import (
     DAY,
     charge,
+    charge_id,
     checkout_session,
     customer_id,
     dispute,
@@ -68,7 +72,7 @@ def checkout_completed(request: Request) -> dict[str, Any]:
         session = checkout_session(
             account, pack_id=pack.id, payment_status=status, amount_total=pack.amount, customer=customer
         )
-    return stripe_event('checkout.session.completed', session)
+    return stripe_event('checkout.session.completed', session, created=request.now)
 
 
 def async_payment(event_type: str) -> Builder:
@@ -77,6 +81,11 @@ def async_payment(event_type: str) -> Builder:
     def build(request: Request) -> dict[str, Any]:
         """The delayed payment of a session that completed unpaid, succeeded or failed."""
         known = _latest(request, 'sessions', request.arg('session'), _unpaid_pack_checkout)
+        if known is None and not request.arg('session'):
+            raise TriggerError(
+                f'no unpaid checkout of {request.account_id} is known to the fake Stripe: trigger '
+                'checkout.session.completed --unpaid first (a delayed payment method), or pass --session CS'
+            )
         pack = _pack(request, (known or {}).get('pack_id') or request.arg('pack'))
         session = checkout_session(
             request.account_id,
@@ -87,7 +96,7 @@ def async_payment(event_type: str) -> Builder:
             amount_total=pack.amount,
             customer=_customer(request),
         )
-        return stripe_event(event_type, session)
+        return stripe_event(event_type, session, created=request.now)
 
     return build
 
@@ -113,7 +122,7 @@ def invoice_paid(request: Request) -> dict[str, Any]:
         period_end=end,
         customer=(known or {}).get('customer') or _customer(request),
     )
-    return stripe_event('invoice.paid', paid)
+    return stripe_event('invoice.paid', paid, created=request.now)
 
 
 def subscription_changed(event_type: str) -> Builder:
@@ -136,7 +145,7 @@ def subscription_changed(event_type: str) -> Builder:
             cancel_at_period_end=bool(request.arg('cancel_at_period_end')),
             customer=(known or {}).get('customer') or _customer(request),
         )
-        return stripe_event(event_type, subscription)
+        return stripe_event(event_type, subscription, created=request.now)
 
     return build
 
@@ -148,22 +157,26 @@ def charge_refunded(request: Request) -> dict[str, Any]:
     """A refund of an earlier payment: ``--amount`` cents more (default: all that is left)."""
     payment = _payment(request)
     amount, refunded = int(payment['amount']), int(payment.get('amount_refunded') or 0)
-    more = amount - refunded if request.arg('amount') is None else int(request.arg('amount'))
-    if more <= 0 or refunded >= amount:
-        raise TriggerError(f'{payment["id"]} has {amount - refunded} of {amount} cents left to refund')
+    left = amount - refunded
+    more = left if request.arg('amount') is None else int(request.arg('amount'))
+    if left <= 0 or not 0 < more <= left:
+        asked = '' if request.arg('amount') is None else f'--amount {more}: '
+        raise TriggerError(f'{asked}{payment["id"]} has {left} of {amount} cents left to refund')
     refund = charge(
         payment_intent=payment['id'],
         amount=amount,
-        amount_refunded=min(amount, refunded + more),
+        amount_refunded=refunded + more,
         charge_id=payment.get('charge'),
     )
-    return stripe_event('charge.refunded', refund)
+    return stripe_event('charge.refunded', refund, created=request.now)
 
 
 def dispute_created(request: Request) -> dict[str, Any]:
     """A dispute (chargeback) opened on an earlier payment, for ``--amount`` cents (default: all of it)."""
     payment = _payment(request)
     amount = int(payment['amount']) if request.arg('amount') is None else int(request.arg('amount'))
+    if not 0 < amount <= int(payment['amount']):
+        raise TriggerError(f'--amount {amount}: a dispute of {payment["id"]} is 1 to {payment["amount"]} cents')
     opened = dispute(
         payment_intent=payment['id'],
         amount=amount,
@@ -171,7 +184,7 @@ def dispute_created(request: Request) -> dict[str, Any]:
         dispute_id=uid('du'),
         charge_id=payment.get('charge') or 'ch_x',
     )
-    return stripe_event('charge.dispute.created', opened)
+    return stripe_event('charge.dispute.created', opened, created=request.now)
 
 
 def dispute_moved(event_type: str) -> Builder:
@@ -189,7 +202,7 @@ def dispute_moved(event_type: str) -> Builder:
             dispute_id=str(found['id']),
             charge_id=payment.get('charge') or 'ch_x',
         )
-        return stripe_event(event_type, report)
+        return stripe_event(event_type, report, created=request.now)
 
     return build
 
@@ -220,8 +233,14 @@ def _payment(request: Request) -> Record:
     found = _latest(request, 'payments', wanted, lambda p: p.get('status') == 'succeeded')
     if found is not None:
         return found
-    if wanted:
-        raise TriggerError(f'the fake Stripe does not know the payment {wanted} of {request.account_id}')
+    if wanted:  # a payment made elsewhere: sent as given, with --amount as what was paid
+        if request.arg('amount') is None:
+            raise TriggerError(
+                f'the fake Stripe does not know the payment {wanted} of {request.account_id}: pass --amount CENTS '
+                '(what was paid) to send the event about it as given'
+            )
+        paid = int(request.arg('amount'))
+        return {'id': wanted, 'amount': paid, 'amount_refunded': 0, 'charge': charge_id(wanted)}
     raise TriggerError(
         f'no payment of {request.account_id} is known to the fake Stripe: buy something first (the checkout '
         'page, or trigger stripe checkout.session.completed / invoice.paid), then refund or dispute it'

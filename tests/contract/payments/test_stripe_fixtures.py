@@ -118,7 +118,7 @@ def test_the_example_invoice_as_a_paid_subscription_period_grants_it(world: Worl
     assert world.business_ids(account) == [f'stripe:invoice:{invoice["id"]}']
 
 
-def test_a_basil_shaped_invoice_grants_the_period(world: World):
+def test_a_basil_shaped_invoice_grants_the_period_and_a_refund_of_its_payment_takes_it_back(world: World):
     account = world.account()
     invoice = sample('stripe/invoice.basil.json')
     now = int(time.time())
@@ -126,10 +126,21 @@ def test_a_basil_shaped_invoice_grants_the_period(world: World):
     line = invoice['lines']['data'][0]
     line['pricing']['price_details']['price'] = PRO_PRICE
     line['period'] = {'start': now, 'end': now + 30 * DAY}
+    # A webhook's invoice does not name its PaymentIntent: `payments` is includable ("This field is not included
+    # by default. To include it in the response, expand the payments field",
+    # https://docs.stripe.com/api/invoices/object#invoice_object-payments) and `payment_intent` was removed in
+    # 2025-03-31.basil (https://docs.stripe.com/changelog/basil/2025-03-31/add-support-for-multiple-partial-payments-on-invoices).
+    # Stripe knows the InvoicePayment, which GET /v1/invoice_payments?invoice= lists.
+    assert 'payments' not in invoice and 'payment_intent' not in invoice
+    world.stripe_api.objects.add_invoice_payment(sample('stripe/invoice_payment.basil.json'))
     assert post(world, stripe_event('invoice.paid', invoice, event_id='evt_in_3'))['status'] == 'processed'
     assert (world.balance(account), world.plan(account)) == (1000, 'pro')
-    # the period's payment is the invoice payment's PaymentIntent (refunds of it find the grant)
+    # the period's payment is the invoice payment's PaymentIntent, so a refund of it finds the grant
     assert world.table().load_state('PAYMENT#stripe:pi_3RBasilExample01')[0]['grant']['credits'] == 1000
+    charge = sample('stripe/charge.json')
+    charge.update(payment_intent='pi_3RBasilExample01', amount=999, amount_refunded=999, refunded=True)
+    assert post(world, stripe_event('charge.refunded', charge, event_id='evt_in_4'))['status'] == 'processed'
+    assert world.balance(account) == 0
 
 
 def test_a_fixture_with_a_bad_signature_is_refused_and_not_stored(world: World):

@@ -1,4 +1,6 @@
-"""Payments through the real handler functions, on moto: tables from the template, secrets in SSM.
+"""Payments through the real handler functions, on moto: tables from the template, secrets in SSM, and a fake
+Stripe API (``STRIPE_API_BASE``) that knows every Stripe event a test posts, as Stripe knows what it sends: the
+backend asks it which PaymentIntent paid an invoice (``GET /v1/invoice_payments``).
 
 Every test gets a fresh ``mock_aws`` world with the process-wide caches (settings, secrets, boto3 clients,
 the ledger, the payments service) cleared, and talks to the handlers with API Gateway HTTP API (payload
@@ -7,6 +9,7 @@ the ledger, the payments service) cleared, and talks to the handlers with API Ga
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
@@ -19,6 +22,7 @@ import pytest
 from moto import mock_aws
 
 from atelier.ledger import Account, Entry
+from infra.local.fake_stripe import FakeStripeServer
 from infra.local.runtime import LambdaContext
 from infra.local.template import table_definitions
 from tests.support_payments import RC_AUTH, STRIPE_SECRET, rc_request, stripe_request
@@ -66,9 +70,15 @@ class World:
     """What a test can do: open accounts, post provider events, read balances, entries and stored events."""
 
     def __init__(
-        self, ddb: Any, *, events_table: str = TABLES['EventsTable'], ledger_table: str = TABLES['LedgerTable']
+        self,
+        ddb: Any,
+        *,
+        stripe_api: FakeStripeServer,
+        events_table: str = TABLES['EventsTable'],
+        ledger_table: str = TABLES['LedgerTable'],
     ) -> None:
         self.ddb = ddb
+        self.stripe_api = stripe_api  # the fake Stripe at STRIPE_API_BASE (a test that moves it sets this too)
         self.events_table = events_table
         self.ledger_table = ledger_table
 
@@ -96,6 +106,11 @@ class World:
         return Reply(response['statusCode'], json.loads(body) if body else None)
 
     def stripe(self, event: dict[str, Any] | str, **options: Any) -> Reply:
+        """Stripe posting ``event``; the fake Stripe API knows its objects first (an invoice's payments)."""
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(event) if isinstance(event, str) else event
+            if isinstance(parsed, dict):
+                self.stripe_api.objects.record(parsed)
         return self.invoke('stripe_webhook', stripe_request(event, **options))
 
     def rc(self, body: dict[str, Any] | str, **options: Any) -> Reply:
@@ -191,9 +206,17 @@ def environment(**overrides: str) -> dict[str, str]:
     }
 
 
+@pytest.fixture(scope='session')
+def stripe_fake() -> Iterator[FakeStripeServer]:
+    """The fake Stripe API of the payments tests (one per session; what it knows is keyed by unique ids)."""
+    with FakeStripeServer() as fake:
+        yield fake
+
+
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    values = environment()
+def env(monkeypatch: pytest.MonkeyPatch, stripe_fake: FakeStripeServer) -> Iterator[dict[str, str]]:
+    stripe_fake.unavailable.clear()
+    values = environment(STRIPE_API_BASE=stripe_fake.base_url)
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv('AWS_ENDPOINT_URL', raising=False)
@@ -201,7 +224,7 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def world(env: dict[str, str]) -> Iterator[World]:
+def world(env: dict[str, str], stripe_fake: FakeStripeServer) -> Iterator[World]:
     with mock_aws():
         ddb = boto3.client('dynamodb', region_name=REGION)
         definitions = table_definitions()
@@ -211,18 +234,21 @@ def world(env: dict[str, str]) -> Iterator[World]:
         for name, value in SECRETS.items():
             ssm.put_parameter(Name=f'/atelier/{STAGE}/{name}', Value=value, Type='SecureString')
         clear_caches()
-        yield World(ddb)
+        yield World(ddb, stripe_api=stripe_fake)
     clear_caches()
 
 
 @pytest.fixture
-def local_world(dynamodb_local: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+def local_world(dynamodb_local: Any, monkeypatch: pytest.MonkeyPatch, stripe_fake: FakeStripeServer) -> Iterator[World]:
     """Like ``world``, but the tables are on Amazon DynamoDB Local (real transaction semantics under
     concurrency, which moto does not have); SSM stays on moto."""
     suffix = uuid.uuid4().hex[:8]
     names = {logical_id: f'{name}-{suffix}' for logical_id, name in TABLES.items()}
     values = environment(
-        LEDGER_TABLE=names['LedgerTable'], EVENTS_TABLE=names['EventsTable'], TASKS_TABLE=names['TasksTable']
+        LEDGER_TABLE=names['LedgerTable'],
+        EVENTS_TABLE=names['EventsTable'],
+        TASKS_TABLE=names['TasksTable'],
+        STRIPE_API_BASE=stripe_fake.base_url,
     )
     for key, value in values.items():
         monkeypatch.setenv(key, value)
@@ -236,7 +262,7 @@ def local_world(dynamodb_local: Any, monkeypatch: pytest.MonkeyPatch) -> Iterato
         for name, value in SECRETS.items():
             ssm.put_parameter(Name=f'/atelier/{STAGE}/{name}', Value=value, Type='SecureString')
         clear_caches()
-        yield World(ddb, events_table=names['EventsTable'], ledger_table=names['LedgerTable'])
+        yield World(ddb, stripe_api=stripe_fake, events_table=names['EventsTable'], ledger_table=names['LedgerTable'])
     clear_caches()
 
 

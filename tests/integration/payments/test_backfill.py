@@ -25,6 +25,7 @@ from tests.support_payments import (
     charge,
     checkout_session,
     invoice,
+    invoice_intent,
     rc_event,
     rc_purchase,
     stripe_event,
@@ -46,7 +47,9 @@ def stripe_api(world: World, fakes, monkeypatch: pytest.MonkeyPatch) -> FakeStri
     fake.events.clear()
     fake.requests.clear()
     fake.page_size = None
+    fake.unavailable.clear()
     set_setting(monkeypatch, 'STRIPE_API_BASE', fake.base_url)
+    world.stripe_api = fake
     return fake
 
 
@@ -74,7 +77,7 @@ def stripe_history(account: str, tag: str) -> list[dict[str, Any]]:
         account, pack_id='pack_500', session_id=f'cs_test_{tag}', payment_intent=pi, amount_total=1999
     )
     plan = checkout_session(account, plan_id='pro', subscription=sub, customer=cus, session_id=f'cs_test_s{tag}')
-    paid = invoice(account, subscription=sub, invoice_id=f'in_{tag}', customer=cus, payment_intent=f'pi_i{tag}')
+    paid = invoice(account, subscription=sub, invoice_id=f'in_i{tag}', customer=cus)  # paid by pi_i{tag}
     refund = charge(payment_intent=pi, amount=1999, amount_refunded=500, charge_id=f'ch_{tag}')
     return [
         stripe_event('checkout.session.completed', pack, event_id=f'evt_{tag}_1'),
@@ -111,6 +114,28 @@ def test_lost_stripe_webhooks_backfilled_give_the_ledger_of_delivered_ones(world
     [request] = [r for r in stripe_api.requests if r['path'] == '/v1/events']
     assert request['params']['delivery_success'] == 'false'
     assert 'customer.created' not in request['params']['types'] and 'invoice.paid' in request['params']['types']
+
+
+def test_a_backfilled_invoice_finds_its_payment_like_the_webhook_and_waits_while_stripe_cannot_tell(
+    world: World, stripe_api: FakeStripeServer
+):
+    # Given a lost invoice.paid (the Events API renders it like the webhook: no `payments`) and the invoice
+    # payments API down
+    account = world.account()
+    paid = invoice(account, subscription='sub_bf', invoice_id='in_bfq', customer='cus_bf')
+    event = stripe_api.add_event(stripe_event('invoice.paid', paid, event_id='evt_bfq'), delivered=False)
+    stripe_api.unavailable.add('/v1/invoice_payments')
+    # When the backfill runs, then the event is kept failed and nothing is applied
+    first = world.backfill({'stripe': {}})
+    assert (first['stripe']['failed'], world.balance(account), world.plan(account)) == (1, 0, 'free')
+    assert world.stored('stripe', event['id']).status == 'failed'
+    # When it runs again with Stripe back, then the period is granted under its PaymentIntent: a refund finds it
+    stripe_api.unavailable.clear()
+    again = world.backfill({'stripe': {}})
+    assert (again['stripe']['processed'], world.balance(account)) == (1, 1000)
+    refund = charge(payment_intent=invoice_intent('in_bfq'), amount=999, amount_refunded=999)
+    world.stripe(stripe_event('charge.refunded', refund))
+    assert world.balance(account) == 0
 
 
 def test_a_second_backfill_and_a_backfill_after_delivery_change_nothing(world: World, stripe_api: FakeStripeServer):

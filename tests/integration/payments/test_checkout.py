@@ -23,6 +23,7 @@ def fake_stripe() -> Iterator[FakeStripeServer]:
 @pytest.fixture
 def stripe_api(world: World, fake_stripe: FakeStripeServer, monkeypatch: pytest.MonkeyPatch) -> FakeStripeServer:
     set_setting(monkeypatch, 'STRIPE_API_BASE', fake_stripe.base_url)
+    world.stripe_api = fake_stripe
     fake_stripe.requests.clear()
     return fake_stripe
 

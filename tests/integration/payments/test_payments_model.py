@@ -970,6 +970,7 @@ def prepare(
     monkeypatch.setattr(functions.expire_credits.app, 'utc_now', clock)
     faults = LedgerFaults()
     faults.install(monkeypatch)
+    world.stripe_api = stripe_api
     clear_caches()
     attributes = {
         'world': world,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from atelier.wiring import ledger
 from tests.integration.payments.conftest import World
-from tests.support_payments import charge, checkout_session, dispute, invoice, stripe_event
+from tests.support_payments import charge, checkout_session, dispute, invoice, invoice_intent, stripe_event
 
 
 def buy_pack_500(world: World, account: str, pi: str) -> None:
@@ -130,12 +130,64 @@ def test_a_won_dispute_then_a_refund_nets_out(world: World):
 
 
 def test_a_refund_of_a_subscription_invoice_takes_back_that_period(world: World):
+    # Given invoice.paid as Stripe delivers it: no `payments` (an includable property, only present when
+    # expanded: https://docs.stripe.com/api/invoices/object#invoice_object-payments) and, since basil, no
+    # `payment_intent`; Stripe's GET /v1/invoice_payments names the PaymentIntent that paid it
     account = world.account()
-    paid = invoice(account, subscription='sub_refund', payment_intent='pi_sub', amount_paid=999)
-    world.stripe(stripe_event('invoice.paid', paid))
+    paid = invoice(account, subscription='sub_refund', amount_paid=999)
+    assert 'payments' not in paid and 'payment_intent' not in paid
+    assert world.stripe(stripe_event('invoice.paid', paid)).status == 200
     assert world.balance(account) == 1000
-    world.stripe(stripe_event('charge.refunded', charge(payment_intent='pi_sub', amount=999, amount_refunded=999)))
+    # When the subscription payment is refunded (Stripe's charge names only its PaymentIntent)
+    pi = invoice_intent(paid['id'])
+    world.stripe(stripe_event('charge.refunded', charge(payment_intent=pi, amount=999, amount_refunded=999)))
+    # Then the period's credits are taken back
     assert world.balance(account) == 0
+    assert world.reconciled(account)
+
+
+def test_a_lost_dispute_of_a_subscription_payment_takes_back_that_period(world: World):
+    account = world.account()
+    paid = invoice(account, subscription='sub_disputed', amount_paid=999)
+    world.stripe(stripe_event('invoice.paid', paid))
+    pi = invoice_intent(paid['id'])
+    world.stripe(
+        stripe_event('charge.dispute.closed', dispute(payment_intent=pi, amount=999, status='lost', dispute_id='du_s'))
+    )
+    assert world.balance(account) == 0
+
+
+def test_when_stripe_cannot_name_the_invoices_payment_the_webhook_is_503_and_a_retry_grants_once(world: World):
+    # Given Stripe's invoice payments API failing
+    account = world.account()
+    event = stripe_event('invoice.paid', invoice(account, subscription='sub_outage', amount_paid=999))
+    world.stripe_api.unavailable.add('/v1/invoice_payments')
+    # When the invoice.paid webhook arrives, then nothing is applied (not even the plan) and Stripe is told to retry
+    reply = world.stripe(event)
+    assert (reply.status, reply.body['error']['code']) == (503, 'payments_unavailable')
+    assert (world.balance(account), world.plan(account), world.entries(account)) == (0, 'free', [])
+    assert world.stored('stripe', event['id']).status == 'failed'
+    # When Stripe's retries come after the API is back
+    world.stripe_api.unavailable.clear()
+    assert (world.stripe(event).body['status'], world.stripe(event).body['status']) == ('processed', 'duplicate')
+    # Then the period is granted once, keyed by its PaymentIntent (a refund of it finds it)
+    assert (world.balance(account), world.plan(account)) == (1000, 'pro')
+    pi = invoice_intent(event['data']['object']['id'])
+    world.stripe(stripe_event('charge.refunded', charge(payment_intent=pi, amount=999, amount_refunded=999)))
+    assert world.balance(account) == 0
+
+
+def test_a_zero_trial_invoice_needs_no_payment_lookup(world: World):
+    # Given Stripe's invoice payments API failing, and a $0 trial invoice (no payment at all)
+    account = world.account()
+    world.stripe_api.unavailable.add('/v1/invoice_payments')
+    world.stripe_api.requests.clear()
+    trial = invoice(account, subscription='sub_trial', billing_reason='subscription_create', amount_paid=0)
+    # When it is delivered, then the subscription starts (a trial grants no credits by the catalog's policy)
+    reply = world.stripe(stripe_event('invoice.paid', trial))
+    assert (reply.status, reply.body['status']) == (200, 'processed')
+    assert (world.plan(account), world.balance(account)) == ('pro', 0)
+    assert [r for r in world.stripe_api.requests if r['path'] == '/v1/invoice_payments'] == []
 
 
 def test_a_refund_for_a_payment_never_seen_is_kept_for_ops(world: World):

@@ -18,7 +18,6 @@ from atelier.payments.catalog import load_commerce_catalog
 from atelier.payments.revenuecat_events import RevenueCatEvents
 from atelier.payments.stripe_events import StripeEvents
 from atelier.payments.stripe_gateway import verify_event
-from infra.local import discovery
 from infra.local.__main__ import build_parser
 from infra.local.fake_revenuecat import FakeRevenueCatServer
 from infra.local.fake_stripe import FakeStripeServer
@@ -66,8 +65,7 @@ def test_the_help_lists_every_event_the_backend_handles():
         assert f'{spec.provider} {spec.event}' in text
     handled = {
         'stripe': set(StripeEvents(_Book(), live=False).types),  # type: ignore[arg-type]
-        # the handler's own table of types it applies, and the two it answers itself
-        'revenuecat': set(RevenueCatEvents(_Book(), live=False)._handlers) | {'TRANSFER', 'TEST'},  # type: ignore[arg-type]
+        'revenuecat': set(RevenueCatEvents(_Book(), live=False).types),  # type: ignore[arg-type]
     }
     for provider, types in handled.items():
         assert types == {t.event for t in TRIGGERS if t.provider == provider}
@@ -269,26 +267,6 @@ def test_a_pay_button_with_no_webhook_endpoint_logs_the_event_undelivered():
     ]
 
 
-# ---------------------------------------------------------------- discovery
-
-
-def test_a_running_stack_is_found_by_its_api_url_and_forgotten_when_it_stops():
-    url = 'http://127.0.0.1:59999'
-    discovery.publish(url, {'stripe': 'http://127.0.0.1:1'})
-    try:
-        assert discovery.services(url) == {'stripe': 'http://127.0.0.1:1'}
-        assert discovery.services('http://127.0.0.1:59998') == {}
-    finally:
-        discovery.withdraw(url)
-    assert discovery.services(url) == {}
-    # a file left behind by a process that is gone is not used
-    discovery.path_for(url).write_text(json.dumps({'pid': 2**22 + 12345, 'services': {'stripe': 'x'}}))
-    try:
-        assert discovery.services(url) == {}
-    finally:
-        discovery.path_for(url).unlink()
-
-
 def test_objects_of_a_subscription_keep_the_last_paid_period():
     objects = StripeObjects()
     invoice_event = build('stripe', 'invoice.paid', '--plan', 'pro')
@@ -297,3 +275,97 @@ def test_objects_of_a_subscription_keep_the_last_paid_period():
     renewal = build('stripe', 'invoice.paid', known=objects.account('acc_1'))['data']['object']
     assert renewal['billing_reason'] == 'subscription_cycle'
     assert renewal['lines']['data'][0]['period']['start'] == subscription['invoiced_until']
+
+
+# ---------------------------------------------------------------- the review's findings
+
+
+def test_a_delayed_payment_needs_an_unpaid_session_known_or_named():
+    # Given no unpaid session known: succeeded or failed is refused (it would invent a purchase)
+    for event in ('checkout.session.async_payment_succeeded', 'checkout.session.async_payment_failed'):
+        with pytest.raises(TriggerError, match='--unpaid first'):
+            build('stripe', event)
+    # A named session is sent as given; a known unpaid one is used
+    named = build('stripe', 'checkout.session.async_payment_succeeded', '--session', 'cs_test_elsewhere')
+    assert named['data']['object']['id'] == 'cs_test_elsewhere'
+    unpaid = {'id': 'cs_test_u', 'mode': 'payment', 'payment_status': 'unpaid', 'pack_id': 'pack_500'}
+    known = build('stripe', 'checkout.session.async_payment_failed', known={'sessions': [unpaid]})
+    assert (known['data']['object']['id'], known['data']['object']['metadata']['pack_id']) == ('cs_test_u', 'pack_500')
+
+
+def test_a_refund_larger_than_what_is_left_is_refused_not_clamped():
+    payments = [{'id': 'pi_1', 'charge': 'ch_1', 'amount': 499, 'amount_refunded': 100, 'status': 'succeeded'}]
+    with pytest.raises(TriggerError, match='--amount 1000: pi_1 has 399 of 499 cents left to refund'):
+        build('stripe', 'charge.refunded', '--amount', '1000', known={'payments': payments})
+    with pytest.raises(TriggerError, match='--amount 0'):
+        build('stripe', 'charge.refunded', '--amount', '0', known={'payments': payments})
+    exact = build('stripe', 'charge.refunded', '--amount', '399', known={'payments': payments})['data']['object']
+    assert (exact['amount_refunded'], exact['refunded']) == (499, True)
+
+
+def test_unknown_ids_are_sent_as_given_by_both_providers():
+    # Stripe: a payment the fake does not know, with what was paid
+    refund = build('stripe', 'charge.refunded', '--payment', 'pi_elsewhere', '--amount', '499')['data']['object']
+    assert (refund['payment_intent'], refund['amount'], refund['amount_refunded']) == ('pi_elsewhere', 499, 499)
+    with pytest.raises(TriggerError, match='pass --amount'):
+        build('stripe', 'charge.refunded', '--payment', 'pi_elsewhere')
+    # RevenueCat: a transaction the fake does not know, with --product (default pro_monthly)
+    for event in ('EXPIRATION', 'UNCANCELLATION', 'BILLING_ISSUE', 'PRODUCT_CHANGE'):
+        body = build('revenuecat', event, '--transaction', 'txn_elsewhere')['event']
+        assert (body['transaction_id'], body['product_id']) == ('txn_elsewhere', 'pro_monthly'), event
+    other = build('revenuecat', 'EXPIRATION', '--transaction', 'txn_x', '--product', 'pro_monthly:p1m')['event']
+    assert other['product_id'] == 'pro_monthly:p1m'
+
+
+def test_events_are_created_at_the_real_time_of_the_command():
+    args = parse('trigger', 'revenuecat', 'TEST', '--account', 'acc_1')
+    request = Request('acc_1', args, {}, CATALOG, 1_800_000_000, now_ms=1_800_000_000_123)
+    assert args.trigger.build(request)['event']['event_timestamp_ms'] == 1_800_000_000_123
+    stripe_args = parse('trigger', 'stripe', 'checkout.session.completed', '--account', 'acc_1')
+    stripe_request = Request('acc_1', stripe_args, {}, CATALOG, 1_800_000_000, now_ms=1_800_000_000_123)
+    assert stripe_args.trigger.build(stripe_request)['created'] == 1_800_000_000
+
+
+def test_local_only_endpoints_refuse_what_another_sites_page_could_post():
+    event = build('stripe', 'checkout.session.completed')
+    with FakeStripeServer() as stripe_fake, FakeRevenueCatServer() as rc_fake:
+        # a cross-site "simple" request (text/plain, or a form) is refused; JSON is what the CLI sends
+        as_text = httpx.post(f'{stripe_fake.base_url}/_local/events', content=json.dumps({'event': event}))
+        assert as_text.status_code == 415 and stripe_fake.events == []
+        rc_text = httpx.post(
+            f'{rc_fake.base_url}/_local/events',
+            content=json.dumps({'body': build('revenuecat', 'TEST')}),
+            headers={'content-type': 'text/plain'},
+        )
+        assert rc_text.status_code == 415
+        assert httpx.post(f'{stripe_fake.base_url}/_local/events', json={'event': event}).status_code == 200
+        # the Pay button pays only from the fake's own checkout page
+        session = _create_session(stripe_fake, mode='payment', **{'line_items[0][price]': 'price_atelier_pack_100'})
+        elsewhere = httpx.post(session['url'], data={}, headers={'origin': 'http://evil.example'})
+        assert elsewhere.status_code == 403 and stripe_fake.session(session['id'])['status'] == 'open'
+        own = httpx.post(session['url'], data={}, headers={'origin': stripe_fake.base_url})
+        assert own.status_code == 200 and stripe_fake.session(session['id'])['status'] == 'complete'
+
+
+def test_the_cli_finds_the_fakes_through_the_gateway_and_nothing_without_one():
+    from infra.local.triggers.cli import local_services
+
+    class Services(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({'services': {'stripe': 'http://127.0.0.1:1'}}).encode()
+            self.send_response(200 if self.path == '/_local/services' else 404)
+            self.send_header('content-length', str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(('127.0.0.1', 0), Services)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert local_services(f'http://127.0.0.1:{server.server_address[1]}') == {'stripe': 'http://127.0.0.1:1'}
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert local_services(f'http://127.0.0.1:{server.server_address[1]}') == {}  # nothing listening

@@ -52,9 +52,9 @@ EXPECTED_SECRETS: dict[str, frozenset[str]] = {
         }
     ),
     'PaymentsApiFunction': frozenset({'auth-token-secret', 'stripe-api-key'}),
-    'StripeWebhookFunction': frozenset({'stripe-webhook-secret'}),
+    'StripeWebhookFunction': frozenset({'stripe-webhook-secret', 'stripe-api-key'}),  # the key: invoice payments
     'RevenueCatWebhookFunction': frozenset({'revenuecat-webhook-auth'}),
-    'ReplayPaymentEventFunction': frozenset(),
+    'ReplayPaymentEventFunction': frozenset({'stripe-api-key'}),  # a replayed invoice's payment is looked up
     'BackfillPaymentsFunction': frozenset({'stripe-api-key', 'revenuecat-api-key'}),
 }
 

@@ -91,3 +91,20 @@ def make_book(now: datetime | None = None) -> tuple[PaymentBook, FakeLedger, Fak
     ledger, table = FakeLedger(clock=clock), FakeTable()
     book = PaymentBook(table, ledger, ledger, load_commerce_catalog(), clock=clock, sleep=lambda _: None)  # type: ignore[arg-type]
     return book, ledger, table
+
+
+class FakeInvoicePayments:
+    """Stripe's ``GET /v1/invoice_payments`` in memory: invoice -> the PaymentIntent that paid it."""
+
+    def __init__(self, paid: dict[str, str] | None = None) -> None:
+        self.paid = dict(paid or {})
+        self.asked: list[str] = []
+        self.down = False
+
+    def paid_payment_intent(self, invoice_id: str) -> str | None:
+        from atelier.payments.errors import PaymentsUnavailable
+
+        self.asked.append(invoice_id)
+        if self.down:
+            raise PaymentsUnavailable('Stripe is down (fake)')
+        return self.paid.get(invoice_id)

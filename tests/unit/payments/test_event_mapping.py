@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from atelier.ledger.errors import LedgerUnavailable
-from atelier.payments.errors import ModeMismatch
+from atelier.payments.errors import ModeMismatch, PaymentsUnavailable
 from atelier.payments.revenuecat_events import RevenueCatEvents
-from atelier.payments.stripe_events import StripeEvents, _dispute_status, _invoice_payment_intent
+from atelier.payments.stripe_events import StripeEvents, _dispute_status, invoice_payment_intent
 from tests.support_payments import (
     PRO_PRICE,
     charge,
@@ -22,14 +22,19 @@ from tests.support_payments import (
     stripe_event,
     subscription_object,
 )
-from tests.unit.payments.fakes import make_book
+from tests.unit.payments.fakes import FakeInvoicePayments, make_book
 
 
 @pytest.fixture
-def fx():
+def stripe_api() -> FakeInvoicePayments:
+    return FakeInvoicePayments()
+
+
+@pytest.fixture
+def fx(stripe_api: FakeInvoicePayments):
     book, ledger, _table = make_book()
     ledger.open('acc_1')
-    return StripeEvents(book, live=False), RevenueCatEvents(book, live=False), ledger
+    return StripeEvents(book, live=False, invoice_payments=stripe_api), RevenueCatEvents(book, live=False), ledger
 
 
 def test_checkout_paid_grants_the_catalog_pack(fx):
@@ -61,12 +66,54 @@ def test_subscription_checkout_turns_the_plan_on_and_grants_nothing(fx):
 
 
 @pytest.mark.parametrize('legacy', [False, True])
-def test_invoice_shapes_before_and_after_basil(fx, legacy):
+def test_invoice_shapes_before_and_after_basil(fx, stripe_api, legacy):
     stripe, _, ledger = fx
-    paid = invoice('acc_1', subscription='sub_9', invoice_id='in_9', payment_intent='pi_9', legacy=legacy)
-    assert _invoice_payment_intent(paid) == 'pi_9'
+    paid = invoice(
+        'acc_1', subscription='sub_9', invoice_id='in_9', payment_intent='pi_9', legacy=legacy, expanded=not legacy
+    )
+    assert invoice_payment_intent(paid) == 'pi_9'
     stripe.apply(stripe_event('invoice.paid', paid))
     assert ledger.booked == {'stripe:invoice:in_9': ('acc_1', 'grant', 1000)}
+    assert stripe_api.asked == []  # the invoice said how it was paid
+
+
+def test_a_webhook_invoice_is_keyed_by_the_payment_intent_stripe_names(fx, stripe_api):
+    # Given an invoice as webhooks carry it: no `payments` (includable), no `payment_intent` (gone since basil)
+    stripe, _, ledger = fx
+    paid = invoice('acc_1', subscription='sub_w', invoice_id='in_w')
+    assert 'payments' not in paid and 'payment_intent' not in paid
+    stripe_api.paid['in_w'] = 'pi_w'
+    # When it is applied, then a refund of its PaymentIntent
+    stripe.apply(stripe_event('invoice.paid', paid))
+    stripe.apply(stripe_event('charge.refunded', charge(payment_intent='pi_w', amount=999, amount_refunded=999)))
+    # Then Stripe was asked, and the refund found the period's grant
+    assert stripe_api.asked == ['in_w']
+    assert ledger.accounts['acc_1'].available == 0
+
+
+def test_an_invoice_whose_payment_cannot_be_read_applies_nothing(fx, stripe_api):
+    stripe, _, ledger = fx
+    stripe_api.down = True
+    with pytest.raises(PaymentsUnavailable):
+        stripe.apply(stripe_event('invoice.paid', invoice('acc_1', subscription='sub_d', invoice_id='in_d')))
+    assert ledger.booked == {} and ledger.accounts['acc_1'].plan == 'free'
+
+
+def test_a_zero_invoice_is_not_looked_up_and_a_paid_one_without_a_payment_intent_keys_by_invoice(fx, stripe_api):
+    stripe, _, ledger = fx
+    stripe.apply(stripe_event('invoice.paid', invoice('acc_1', subscription='sub_z', amount_paid=0)))
+    assert stripe_api.asked == [] and ledger.accounts['acc_1'].plan == 'pro'
+    # an invoice paid out of band: Stripe lists no PaymentIntent, the grant is keyed by the invoice
+    stripe.apply(stripe_event('invoice.paid', invoice('acc_1', subscription='sub_o', invoice_id='in_o')))
+    assert stripe_api.asked == ['in_o'] and ledger.booked == {'stripe:invoice:in_o': ('acc_1', 'grant', 1000)}
+
+
+def test_without_a_way_to_ask_stripe_a_webhook_invoice_fails_whole():
+    book, ledger, _ = make_book()
+    ledger.open('acc_1')
+    with pytest.raises(PaymentsUnavailable):
+        StripeEvents(book, live=False).apply(stripe_event('invoice.paid', invoice('acc_1', subscription='sub_n')))
+    assert ledger.booked == {}
 
 
 def test_an_invoice_for_a_period_already_over_grants_nothing(fx):

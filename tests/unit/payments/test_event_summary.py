@@ -52,7 +52,13 @@ def test_a_checkout_keeps_its_ids_and_total_and_drops_the_buyer():
 @pytest.mark.parametrize('legacy', [False, True], ids=['basil', 'legacy'])
 def test_an_invoice_keeps_its_subscription_payment_and_amount_paid(legacy: bool):
     obj = invoice(
-        'acc_1', subscription='sub_1', invoice_id='in_1', payment_intent='pi_2', amount_paid=999, legacy=legacy
+        'acc_1',
+        subscription='sub_1',
+        invoice_id='in_1',
+        payment_intent='pi_2',
+        amount_paid=999,
+        legacy=legacy,
+        expanded=True,
     )
     obj['customer_email'], obj['customer_address'] = PERSON['email'], PERSON['address']
     summary = stripe_summary(stripe_event('invoice.paid', obj))

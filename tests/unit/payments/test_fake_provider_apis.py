@@ -9,6 +9,7 @@ import pytest
 
 from infra.local.fake_revenuecat import FakeRevenueCatServer
 from infra.local.fake_stripe import FakeStripeServer
+from tests.support_payments import invoice, invoice_intent, stripe_event
 
 STRIPE_AUTH = {'Authorization': 'Bearer sk_test_x'}
 
@@ -53,6 +54,32 @@ def test_events_are_paginated_with_cursors(stripe_fake: FakeStripeServer):
     one = httpx.get(f'{stripe_fake.base_url}/v1/events/evt_1', headers=STRIPE_AUTH)
     assert one.json()['type'] == 'invoice.paid'
     assert httpx.get(f'{stripe_fake.base_url}/v1/events').status_code == 401
+
+
+def test_the_stripe_fake_lists_the_payments_of_the_invoices_it_knows():
+    # Given invoices the fake sent or was told about: paid (as webhooks carry it: no `payments`), $0, expanded
+    with FakeStripeServer() as fake:
+        fake.add_event(stripe_event('invoice.paid', invoice('acc_1', subscription='sub_1', invoice_id='in_p')))
+        fake.add_event(
+            stripe_event('invoice.paid', invoice('acc_1', subscription='sub_1', invoice_id='in_0', amount_paid=0))
+        )
+        expanded = invoice('acc_1', subscription='sub_1', invoice_id='in_e', payment_intent='pi_other', expanded=True)
+        fake.add_event(stripe_event('invoice.paid', expanded))
+
+        def listed(query: str) -> httpx.Response:
+            return httpx.get(f'{fake.base_url}/v1/invoice_payments?{query}', headers=STRIPE_AUTH)
+
+        # Then each lists its InvoicePayments as Stripe's GET /v1/invoice_payments does
+        [paid] = listed('invoice=in_p&status=paid').json()['data']
+        assert (paid['object'], paid['status'], paid['invoice']) == ('invoice_payment', 'paid', 'in_p')
+        assert paid['payment'] == {'type': 'payment_intent', 'payment_intent': invoice_intent('in_p')}
+        assert listed('invoice=in_0').json()['data'] == []
+        assert [p['payment']['payment_intent'] for p in listed('invoice=in_e').json()['data']] == ['pi_other']
+        assert listed('invoice=in_unknown').status_code == 404
+        assert listed('invoice=in_p').status_code == 200 and listed('').status_code == 400
+        # And an outage answers 500
+        fake.unavailable.add('/v1/invoice_payments')
+        assert listed('invoice=in_p').status_code == 500
 
 
 def test_the_revenuecat_fake_serves_subscribers_and_injected_failures():

@@ -61,6 +61,11 @@ class RevenueCatEvents:
             'REFUND_REVERSED': self._refund_reversed,
         }
 
+    @property
+    def types(self) -> tuple[str, ...]:
+        """The event types this applies: those that change something, ``TRANSFER`` and the dashboard's ``TEST``."""
+        return (*self._handlers, 'TRANSFER', 'TEST')
+
     def apply(self, body: dict[str, Any]) -> Outcome:
         event = body['event']
         event_type = str(event.get('type'))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -25,7 +26,14 @@ from atelier.errors import DomainError, NotFound
 from atelier.observability import logger
 from atelier.payments.book import PaymentBook
 from atelier.payments.catalog import CommerceCatalog, Mode, load_commerce_catalog, plan_concurrency
-from atelier.payments.errors import AlreadySubscribed, MalformedEvent, ModeMismatch, UnknownItem, WebhookUnauthorized
+from atelier.payments.errors import (
+    AlreadySubscribed,
+    MalformedEvent,
+    ModeMismatch,
+    PaymentsUnavailable,
+    UnknownItem,
+    WebhookUnauthorized,
+)
 from atelier.payments.inbox import Outcome, PaymentInbox, WebhookAck
 from atelier.payments.models import (
     BackfillRequest,
@@ -132,9 +140,16 @@ class Payments:
         return ReplayResult(provider=stored.provider, event_id=stored.event_id, status=ack.status, detail=ack.detail)
 
     def _stripe_events(self) -> Any:
+        """The Stripe rules, for webhooks, replays and the backfill alike (one way to resolve an invoice's payment)."""
         from atelier.payments.stripe_events import StripeEvents
 
-        return StripeEvents(self._book, live=self._settings.payments_live_mode)
+        return StripeEvents(
+            self._book,
+            live=self._settings.payments_live_mode,
+            invoice_payments=_LazyInvoicePayments(
+                lambda: self._secret(STRIPE_API_KEY), api_base=self._settings.stripe_api_base
+            ),
+        )
 
     # ---------------------------------------------------------------- backfill
     def backfill(self, request: BackfillRequest) -> BackfillResult:
@@ -247,6 +262,23 @@ class Payments:
             logger.error('payment secret not configured', extra={'secret': name, 'alert': 'payments'})
             return None
         return value or None
+
+
+class _LazyInvoicePayments:
+    """:class:`~atelier.payments.stripe_gateway.StripeInvoicePayments`, built (and the stripe library loaded) only
+    when an invoice needs its PaymentIntent looked up."""
+
+    def __init__(self, api_key: Callable[[], str | None], *, api_base: str) -> None:
+        self._api_key = api_key
+        self._api_base = api_base
+
+    def paid_payment_intent(self, invoice_id: str) -> str | None:
+        from atelier.payments.stripe_gateway import StripeInvoicePayments
+
+        api_key = self._api_key()
+        if api_key is None:
+            raise PaymentsUnavailable(f'secret {STRIPE_API_KEY} is not configured: the invoice payment is unknown')
+        return StripeInvoicePayments(api_key=api_key, api_base=self._api_base).paid_payment_intent(invoice_id)
 
 
 def checkout_idempotency_key(account_id: str, item: str, client_key: str | None, *, now: float | None = None) -> str:

@@ -6,28 +6,51 @@ refunds and disputes change what a payment (a PaymentIntent) keeps. Credits come
 catalog: the pack id we put on the session when we created it, the plan of the invoice line's price.
 
 Payloads are read in both the current shape (API ``2025-03-31.basil`` and later: ``invoice.parent``,
-``lines.data[].pricing``, ``items.data[].current_period_end``, ``invoice.payments``) and the older one.
+``lines.data[].pricing``, ``items.data[].current_period_end``) and the older one.
+
+The payment of a subscription period is keyed like any other, by its PaymentIntent (``stripe:{pi}``), so that
+``charge.refunded`` and disputes of it find the grant. A webhook's invoice does not say which PaymentIntent
+paid it: ``invoice.payments`` is an *includable* property, present only when expanded
+(https://docs.stripe.com/api/invoices/object#invoice_object-payments), and ``invoice.payment_intent`` is gone
+since ``basil``. So unless the invoice carries one (expanded ``payments``, or the legacy field), it is asked of
+Stripe (:class:`InvoicePayments`, ``GET /v1/invoice_payments?invoice=``) *before* anything is applied: when
+Stripe cannot answer, the event fails whole (503, retried). An invoice without a paid PaymentIntent (a $0
+trial) is keyed by the invoice (``stripe:{invoice}``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from atelier.payments.book import PaymentBook
 from atelier.payments.catalog import Mode, Plan
-from atelier.payments.errors import ModeMismatch
+from atelier.payments.errors import ModeMismatch, PaymentsUnavailable
 from atelier.payments.inbox import Outcome
 from atelier.payments.state import GrantFact, PaymentState, Subscription
 
 Handler = Callable[[dict[str, Any], dict[str, Any]], Outcome]
 
 
-class StripeEvents:
-    """Applies verified Stripe events (as dicts) to the payment book."""
+class InvoicePayments(Protocol):
+    """Which PaymentIntent paid an invoice (:class:`atelier.payments.stripe_gateway.StripeInvoicePayments`)."""
 
-    def __init__(self, book: PaymentBook, *, live: bool) -> None:
+    def paid_payment_intent(self, invoice_id: str) -> str | None:
+        """The PaymentIntent of the invoice's paid payment, None when there is none; raises
+        :class:`PaymentsUnavailable` when the provider cannot tell now."""
+        ...
+
+
+class StripeEvents:
+    """Applies verified Stripe events (as dicts) to the payment book.
+
+    ``invoice_payments`` resolves the PaymentIntent of an invoice that does not carry it (webhooks never do);
+    without it such an invoice fails (retried) rather than being keyed where its refunds would not find it.
+    """
+
+    def __init__(self, book: PaymentBook, *, live: bool, invoice_payments: InvoicePayments | None = None) -> None:
         self._book = book
+        self._invoice_payments = invoice_payments
         self._catalog = book.catalog
         self._live = live
         self._mode: Mode = 'live' if live else 'test'
@@ -67,7 +90,7 @@ class StripeEvents:
     # ---------------------------------------------------------------- checkout
     def _checkout(self, event: dict[str, Any], session: dict[str, Any]) -> Outcome:
         metadata = _dict(session.get('metadata'))
-        account_id = _str(session.get('client_reference_id')) or _str(metadata.get('account_id'))
+        account_id = checkout_account(session)
         if not self._book.account_exists(account_id):
             return Outcome('parked', f'unknown account {account_id!r}')
         assert account_id is not None
@@ -125,6 +148,10 @@ class StripeEvents:
         if line is None:
             return Outcome('parked', 'no invoice line with a plan price of the catalog', account_id)
         plan, period_end = line
+        amount_paid = _int(invoice.get('amount_paid')) or 0
+        grants = amount_paid > 0 or self._catalog.policy.trial_grants_credits
+        # Resolved before anything is applied: a lookup that fails leaves the event whole for Stripe's retry.
+        payment_key = self._invoice_payment_key(invoice, amount_paid) if grants else None
         sub_key = f'stripe:{subscription_id}'
         report = Subscription(
             provider='stripe',
@@ -135,15 +162,13 @@ class StripeEvents:
             period_end=period_end,
         )
         self._book.apply_plan(account_id, lambda s: s.with_subscription(sub_key, report))
-        amount_paid = _int(invoice.get('amount_paid')) or 0
-        if amount_paid == 0 and not self._catalog.policy.trial_grants_credits:
+        if payment_key is None:
             return Outcome(
                 'processed', f'{plan.id}: $0 invoice ({invoice.get("billing_reason")}); no credits', account_id
             )
-        invoice_id = str(invoice.get('id'))
-        business_id = f'stripe:invoice:{invoice_id}'
+        business_id = f'stripe:invoice:{invoice.get("id")}'
         state, grant = self._book.grant_period(
-            f'stripe:{_invoice_payment_intent(invoice) or invoice_id}',
+            payment_key,
             account_id=account_id,
             business_id=business_id,
             subscription=sub_key,
@@ -213,6 +238,18 @@ class StripeEvents:
         return _reversal_outcome(state, f'dispute {status}')
 
     # ---------------------------------------------------------------- helpers
+    def _invoice_payment_key(self, invoice: dict[str, Any], amount_paid: int) -> str:
+        """``stripe:{pi}`` of the PaymentIntent that paid the invoice, else ``stripe:{invoice}`` (nothing paid)."""
+        invoice_id = str(invoice.get('id'))
+        carried, intent = _carried_payment_intent(invoice)
+        if not carried and amount_paid > 0:
+            if self._invoice_payments is None:
+                raise PaymentsUnavailable(
+                    f'invoice {invoice_id} does not say which PaymentIntent paid it, and Stripe cannot be asked'
+                )
+            intent = self._invoice_payments.paid_payment_intent(invoice_id)
+        return f'stripe:{intent or invoice_id}'
+
     def _subscriber(self, metadata: dict[str, Any], customer: Any) -> str | None:
         """The account of a subscription: our own metadata first, else the customer of an earlier checkout."""
         candidates = [_str(metadata.get('account_id'))]
@@ -257,6 +294,11 @@ def _dispute_status(event_type: str, status: str) -> Literal['open', 'lost', 'wo
     return None
 
 
+def checkout_account(session: dict[str, Any]) -> str | None:
+    """The account a Checkout Session is for: its ``client_reference_id``, else our ``metadata.account_id``."""
+    return _str(session.get('client_reference_id')) or _str(_dict(session.get('metadata')).get('account_id'))
+
+
 def _invoice_subscription(invoice: dict[str, Any]) -> str | None:
     details = _dict(_dict(invoice.get('parent')).get('subscription_details'))
     return _id(details.get('subscription')) or _id(invoice.get('subscription'))
@@ -267,12 +309,27 @@ def _invoice_subscription_metadata(invoice: dict[str, Any]) -> dict[str, Any]:
     return _dict(details.get('metadata')) or _dict(_dict(invoice.get('subscription_details')).get('metadata'))
 
 
-def _invoice_payment_intent(invoice: dict[str, Any]) -> str | None:
-    for payment in _list(_dict(invoice.get('payments')).get('data')):
-        intent = _id(_dict(payment.get('payment')).get('payment_intent'))
-        if intent:
-            return intent
-    return _id(invoice.get('payment_intent'))
+def invoice_payment_intent(invoice: dict[str, Any]) -> str | None:
+    """The PaymentIntent an invoice object itself names (expanded ``payments``, or the pre-basil field), if any."""
+    return _carried_payment_intent(invoice)[1]
+
+
+def _carried_payment_intent(invoice: dict[str, Any]) -> tuple[bool, str | None]:
+    """(whether the invoice says how it was paid, the PaymentIntent it names).
+
+    Expanded ``payments`` (the first few InvoicePayments): a paid one's PaymentIntent (our older builders wrote
+    no status). Pre-basil: ``payment_intent`` (null when nothing was charged). Otherwise the invoice is silent.
+    """
+    if isinstance(invoice.get('payments'), dict):
+        payments = _list(_dict(invoice.get('payments')).get('data'))
+        for payment in sorted(payments, key=lambda p: p.get('status') != 'paid'):
+            details = _dict(payment.get('payment'))
+            if payment.get('status') in ('paid', None) and (intent := _id(details.get('payment_intent'))):
+                return True, intent
+        return not _dict(invoice.get('payments')).get('has_more'), None  # more pages: ask Stripe
+    if 'payment_intent' in invoice:
+        return True, _id(invoice.get('payment_intent'))
+    return False, None
 
 
 def _line_price(line: dict[str, Any]) -> str | None:

@@ -6,6 +6,9 @@
   from settings (``STRIPE_API_BASE``: the local fake Stripe offline, the real API when empty).
 - :class:`StripeEventLog`: pages through the Events API (``GET /v1/events``: the last 30 days, optionally only
   the events whose webhook deliveries did not all succeed), for the backfill.
+- :class:`StripeInvoicePayments`: the PaymentIntent that paid an invoice (``GET /v1/invoice_payments``), which
+  webhooks do not carry: ``invoice.payments`` is includable (present only when expanded) and, since
+  ``2025-03-31.basil``, ``invoice.payment_intent`` and ``charge.invoice`` are gone.
 """
 
 from __future__ import annotations
@@ -112,6 +115,38 @@ class StripeEventLog:
         body: dict[str, Any] = raw if isinstance(raw, dict) else {}
         events = [dict(e) for e in body.get('data') or [] if isinstance(e, dict) and isinstance(e.get('id'), str)]
         return EventPage(events=events, has_more=bool(body.get('has_more')) and bool(events))
+
+
+class StripeInvoicePayments:
+    """Finds the PaymentIntent of a paid invoice through a ``StripeClient`` (the same API base and key as checkout).
+
+    https://docs.stripe.com/api/invoice-payment/list: ``GET /v1/invoice_payments?invoice=in_...`` lists the
+    invoice's payments; a paid one of ``payment.type == "payment_intent"`` names the PaymentIntent that its
+    charge, refunds and disputes refer to.
+    """
+
+    def __init__(self, *, api_key: str, api_base: str = '') -> None:
+        self._client = _client(api_key, api_base.rstrip('/'))
+
+    def paid_payment_intent(self, invoice_id: str) -> str | None:
+        """The PaymentIntent of the invoice's paid payment; None when none was paid by a PaymentIntent (a $0
+        invoice, one paid out of band). :class:`PaymentsUnavailable` when Stripe cannot tell now."""
+        try:
+            listing = self._client.v1.invoice_payments.list(params={'invoice': invoice_id, 'status': 'paid'})
+        except stripe.StripeError as exc:
+            raise PaymentsUnavailable(
+                "The invoice's payment could not be read from Stripe now; try again.",
+                code='stripe_invoice_payments_unavailable',
+                details={'invoice': invoice_id},
+            ) from exc
+        for payment in (p.to_dict() for p in listing.data):
+            details = payment.get('payment') or {}
+            intent = details.get('payment_intent')
+            if isinstance(intent, dict):  # expanded
+                intent = intent.get('id')
+            if payment.get('status') == 'paid' and details.get('type') == 'payment_intent' and isinstance(intent, str):
+                return intent
+        return None
 
 
 @cache

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from atelier.payments.store import EventSummary
-from atelier.payments.stripe_events import _id, _invoice_payment_intent, _invoice_subscription
+from atelier.payments.stripe_events import _id, _invoice_subscription, invoice_payment_intent
 
 #: Provider ids are short tokens (``cs_test_a1...``, ``pi_3N...``, App Store transaction numbers, product ids).
 _TOKEN = re.compile(r'[A-Za-z0-9_.:\-]{1,255}')
@@ -56,7 +56,7 @@ def stripe_summary(event: dict[str, Any]) -> EventSummary:
         _add(refs, kind.replace('.', '_'), obj.get('id'))
     if kind == 'invoice':
         _add(refs, 'subscription', _invoice_subscription(obj))
-        _add(refs, 'payment_intent', _invoice_payment_intent(obj))
+        _add(refs, 'payment_intent', invoice_payment_intent(obj))
     for name in _STRIPE_REFS:
         _add(refs, name, _id(obj.get(name)))
     field = 'amount_refunded' if event.get('type') == 'charge.refunded' else _STRIPE_AMOUNT.get(str(kind))
