@@ -149,7 +149,18 @@ class StripeInvoicePayments:
         return None
 
 
+#: Seconds per attempt, and retries: a call (and its one retry) ends well inside the webhook function's 15 s and the
+#: API's 30 s, so a hung Stripe answers 503 (Stripe retries the webhook; a client retries checkout), never a timeout.
+STRIPE_TIMEOUT_SECONDS = 4
+STRIPE_RETRIES = 1
+
+
 @cache
 def _client(api_key: str, api_base: str) -> stripe.StripeClient:
     base_addresses: Any = {'api': api_base} if api_base else None
-    return stripe.StripeClient(api_key, base_addresses=base_addresses, max_network_retries=2)
+    return stripe.StripeClient(
+        api_key,
+        base_addresses=base_addresses,
+        max_network_retries=STRIPE_RETRIES,
+        http_client=stripe.HTTPXClient(timeout=STRIPE_TIMEOUT_SECONDS, allow_sync_methods=True),
+    )
