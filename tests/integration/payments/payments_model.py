@@ -19,6 +19,10 @@ The rules it encodes (docs/payments.md, docs/ledger.md and issue 9; where they d
   is a reversal. Each newly recorded fact queues the difference to what the facts asked so far. When an
   operation is carried out it takes at most what the payment booked and has not yet had taken back, and
   gives back at most what was taken; a give-back whose expiry has passed gives nothing (it stays taken).
+  What was queued behind such a give-back counted on it: the credits it leaves taken count as taken, so
+  the queue is planned anew from what was actually taken (a dispute lost after a win whose give-back came
+  too late takes nothing more: its share stays taken once), and no give-back is planned again (none can
+  be booked any more).
 - **Ledger mechanics**: a claw-back takes the payment's own lot's unexpired remaining credit first, then
   other unexpired lots in spending order (soonest expiry first, never-expiring last, then by creation),
   and the rest is owed (``available`` goes below zero); credit that arrives pays what is owed first. Held
@@ -271,6 +275,7 @@ class Payment:
     disputes: dict[str, tuple[int, int]] = field(default_factory=dict)  # dispute -> (money, status rank)
     store_refund: tuple[int, bool] | None = None  # the newest store report: (at_ms, refunded)
     void: bool = False  # its grant was carried out too late: it counts as having granted 0
+    gives_expired: bool = False  # a give-back came too late: none can be booked any more, what it kept stays taken
 
     def target(self) -> int:
         """What the facts say should be taken back now."""
@@ -287,6 +292,8 @@ class Payment:
 
     def _queue_difference(self) -> None:
         delta = self.target() - self.asked
+        if delta < 0 and self.gives_expired:
+            return  # nothing can be given back: the credits stay taken
         if delta:
             self.pending.append(('take', delta, False) if delta > 0 else ('give', -delta, False))
             self.asked += delta
@@ -336,6 +343,8 @@ class Payment:
                 if asks_when_expired and fault == 'unreachable':
                     return True
                 self.pending.pop(0)  # refused, or not asked: nothing booked, and a give-back stays taken
+                if op == 'give':
+                    self._plan_anew()
                 continue
             if not booked:
                 amount = min(amount, self.booked - self.taken) if op == 'take' else amount
@@ -355,6 +364,16 @@ class Payment:
                 return True
             self.pending.pop(0)
         return False
+
+    def _plan_anew(self) -> None:
+        """A give-back came too late, so its credits stay taken: what was queued behind it counted on it. The
+        queue (nothing in it booked yet) is replaced by the difference between what the facts ask and what
+        was actually taken; give-backs are over for this payment."""
+        assert not any(booked for _, _, booked in self.pending)
+        self.pending.clear()
+        self.asked = self.taken
+        self.gives_expired = True
+        self._queue_difference()
 
     def _book(self, ledger: LedgerModel, op: str, amount: int, now: int) -> None:
         grant = self.grant

@@ -1066,6 +1066,61 @@ def test_a_store_refund_after_a_refund_reversal_takes_the_credits_again(
     assert (account.available, account.owed) == (0, 0)
 
 
+def test_a_dispute_lost_after_a_win_whose_give_back_came_too_late_takes_the_disputed_share_once(
+    world: World, provider_apis: Apis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a pro period paid with Stripe (1,000 credits for 9.99), its period over (unused, not yet booked out),
+    # and a dispute of 5 % of the charge (49 credits) opened, won and then lost, each report delivered while the
+    # ledger is unreachable
+    machine = prepare(world, provider_apis, monkeypatch)
+    account = run(
+        machine,
+        lambda s: [
+            lambda: s.time_passes(0, 0, False, True),
+            lambda: s.pay_subscription_period('stripe', 'pro', False, ['now', 'now', 'now'], 0),
+            lambda: s.time_passes(4, 20, True, True),
+            lambda: s.time_passes(25, 3, False, False),
+            lambda: s.take_money_back(34, 'dispute', 5, 3, ['unreachable', 'unreachable', 'unreachable'], 0),
+            # When Stripe retries them: the dispute's take, its give-back (refused: the period is over), the take
+            # planned on that give-back
+            lambda: s.time_passes(0, 0, True, False),
+        ],
+    )
+    # Then the lost dispute takes its 49 credits once: the give-back that could not be booked left them taken,
+    # so nothing more is taken for the loss (the expired lot's credit is not spendable: they are owed)
+    assert (account.available, account.owed) == (951, 49)
+
+
+def test_a_refund_queued_behind_a_give_back_that_came_too_late_is_taken_by_the_same_delivery(
+    world: World, provider_apis: Apis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a pro period paid with Stripe (1,000 credits for 9.99), a dispute of 2 % opened (19 credits taken),
+    # the period over, and the dispute won while the ledger was unreachable (its give-back stays queued)
+    machine = prepare(world, provider_apis, monkeypatch)
+    state = machine()
+    state.open_account()
+    steps: list[Callable[[], None]] = [
+        lambda: state.pay_subscription_period('stripe', 'pro', False, ['now', 'now', 'now'], 0),
+        lambda: state.take_money_back(0, 'dispute', 2, 1, ['now'], 0),
+        lambda: state.time_passes(11, 0, False, False),
+        lambda: state.take_money_back(0, 'dispute', 2, 1, ['unreachable'], 0),
+        # When half the charge is refunded: the ledger refuses the give-back (its period is over), and the
+        # claw-back queued behind it is planned anew
+        lambda: state.take_money_back(0, 'refund', 50, 1, ['now'], 0),
+    ]
+    for step in steps:
+        step()
+        state.balances_agree()
+        state.books_agree()
+    # Then the refund's delivery books that claw-back itself: 499 credits taken in all (the 19 the dispute took
+    # stay taken), owed since the period's lot has expired; nothing waits for another event of the payment
+    account = world.get(state.account)
+    assert (account.available, account.owed) == (501, 480)
+    state.time_passes(0, 0, True, False)  # the won dispute's retry changes nothing more
+    state.balances_agree()
+    state.teardown()
+
+
 def test_a_second_store_refund_brought_by_the_backfill_is_taken(
     world: World, provider_apis: Apis, monkeypatch: pytest.MonkeyPatch
 ) -> None:

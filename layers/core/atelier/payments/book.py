@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -90,7 +91,13 @@ class PaymentBook:
         return PaymentState.model_validate(doc) if doc else PaymentState(key=key)
 
     def apply_payment(self, key: str, change: Callable[[PaymentState], PaymentState]) -> PaymentState:
-        """Add facts to the payment ``key`` and book what they change (queued operations included)."""
+        """Add facts to the payment ``key`` and book what they change (queued operations included).
+
+        When the ledger refuses an operation, what was queued after it is planned anew (``with_carried_out``)
+        and carried out too, so that a delivery leaves nothing queued unless the ledger failed under it. A
+        refusal ends the grant or the give-backs of the payment for good and what is planned anew is only
+        claw-backs (never refused), so this ends after a second round; the bound is a guard.
+        """
         state = self._mutate(
             _payment_pk(key),
             _payment_loader(key),
@@ -98,27 +105,28 @@ class PaymentBook:
             entity='payment_state',
             index=_payment_index,
         )
-        if not state.pending:
-            return state
-        done: set[str] = set()
-        refused: str | None = None
-        for op in state.pending:
-            if not self._execute(op):
-                # The operations queued after it assumed it would be booked: they are planned again.
-                refused = op.business_id
-                break
-            done.add(op.business_id)
+        for _ in range(_MAX_ATTEMPTS):
+            if not state.pending:
+                return state
+            done: set[str] = set()
+            refused: str | None = None
+            for op in state.pending:
+                if not self._execute(op):
+                    # The operations queued after it assumed it would be booked: they are planned again.
+                    refused = op.business_id
+                    break
+                done.add(op.business_id)
 
-        def forget_done(current: PaymentState) -> PaymentState:
-            return current.with_carried_out(done, refused)
-
-        return self._mutate(
-            _payment_pk(key),
-            _payment_loader(key),
-            forget_done,
-            entity='payment_state',
-            index=_payment_index,
-        )
+            state = self._mutate(
+                _payment_pk(key),
+                _payment_loader(key),
+                partial(PaymentState.with_carried_out, done=done, refused=refused),
+                entity='payment_state',
+                index=_payment_index,
+            )
+            if refused is None:
+                return state
+        return state
 
     def _execute(self, op: LedgerOp) -> bool:
         """Carry out one queued operation; False when the ledger refused a grant whose credit had expired.
