@@ -999,7 +999,7 @@ def test_payments_match_their_model_on_moto(world: World, provider_apis: Apis, m
     machine = prepare(world, provider_apis, monkeypatch)
     # When Hypothesis drives random sequences of purchases, refunds, deliveries, time and spending
     # Then after every step the account, its entries and its lots are the model's
-    run_state_machine_as_test(machine, settings=model_settings(examples=300, steps=8))
+    run_state_machine_as_test(machine, settings=model_settings(examples=100, steps=8))
 
 
 @pytest.mark.ddb_local
