@@ -225,7 +225,7 @@ class RunPodProvider:
         details = details or self._journal.recall(NAME, job_id)
         if details is None:
             return JobState.lost(job_id, 'This RunPod job is not on record.')
-        extra = {} if timeout is None else {'timeout': timeout}
+        extra: dict[str, Any] = {} if timeout is None else {'timeout': timeout}
         response = self._send('GET', self._url(details, 'status', job_id), **extra)
         if response.status_code in {404, 410}:
             return JobState.lost(job_id, 'RunPod no longer knows this job.')
