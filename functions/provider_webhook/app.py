@@ -23,7 +23,8 @@ class WebhookAck(BaseModel):
     '/webhooks/providers/<provider>',
     tags=['webhooks'],
     operation_id='receiveProviderWebhook',
-    summary='An AI provider reports a job here (signed as that provider signs: Replicate, Cog, fal...)',
+    summary='An AI provider reports a job here (signed as it signs: Replicate, Cog, fal; RunPod is unsigned: '
+    'its report is checked against the job status at RunPod)',
     responses=answers({200: 'Received (a duplicate or a late report is acknowledged)'}, BODY, 401, 404, 503),
 )
 def handle_provider_webhook(

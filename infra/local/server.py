@@ -3,7 +3,8 @@
 The gateway's socket is bound first so that its URL (where providers send webhooks) can be passed
 to the template as a parameter, exactly as a deployed stack is told its public URL. Side services
 stand in for the outside world: the mock AI provider (a real HTTP provider that sends signed
-webhooks), a fake fal.ai (its queue API, ED25519-signed webhooks and JWKS), a real Cog server, a fake Stripe API
+webhooks), a fake fal.ai (its queue API, ED25519-signed webhooks and JWKS), a fake RunPod serverless API
+(a worker behind /run, /status, /cancel; unsigned webhooks), a real Cog server, a fake Stripe API
 (whose checkout page's Pay button sends signed webhooks to this API), a fake RevenueCat API and an OIDC issuer.
 While it runs, the gateway answers ``GET /_local/services`` with their addresses, for local tools
 (``python -m infra.local trigger`` finds the fake Stripe there; offline only, never a route in AWS).
@@ -54,6 +55,8 @@ class LocalServer:
         from infra.local.fake_fal import USER_ID as FAL_USER_ID
         from infra.local.fake_fal import FakeFal
         from infra.local.fake_revenuecat import FakeRevenueCatServer
+        from infra.local.fake_runpod import LOCAL_ENDPOINT as RUNPOD_ENDPOINT
+        from infra.local.fake_runpod import FakeRunPod
         from infra.local.fake_stripe import FakeStripeServer
         from infra.local.oidc_issuer import DEFAULT_AUDIENCE, LocalOidcIssuer
 
@@ -70,6 +73,7 @@ class LocalServer:
         self.services['revenuecat'] = FakeRevenueCatServer(api_key=LOCAL_SECRETS['revenuecat-api-key'])
         self.services['cog'] = CogModelServer()
         self.services['fal'] = FakeFal(token=LOCAL_SECRETS['provider-api-token-fal'])
+        self.services['runpod'] = FakeRunPod(token=LOCAL_SECRETS['provider-api-token-runpod'])
         self.services['oidc'] = LocalOidcIssuer()
         urls = {name: service.start() for name, service in self.services.items()}
         local_provider = {'id': 'local', 'issuer': urls['oidc'], 'client_ids': [DEFAULT_AUDIENCE]}
@@ -86,6 +90,8 @@ class LocalServer:
                 'FalApiBase': urls['fal'],
                 'FalJwksUrl': f'{urls["fal"]}/.well-known/jwks.json',
                 'FalUserId': FAL_USER_ID,  # the fake signs for this fal user: the pin is checked offline too
+                'RunPodApiBase': urls['runpod'],
+                'RunPodEndpoints': json.dumps({'runpod/image-worker': RUNPOD_ENDPOINT}),
                 'OutputHosts': json.dumps(output_hosts),
                 'OutputLocalHosts': '127.0.0.1,localhost',
                 'OidcProviders': json.dumps([local_provider]),

@@ -61,6 +61,7 @@ LOCAL_SECRETS: dict[str, str] = {
     'provider-webhook-secret-replicate': 'whsec_cmVwbGljYXRlX2F0ZWxpZXJfbG9jYWw=',
     'provider-api-token-replicate': 'r8_atelier_local',
     'provider-api-token-fal': 'fal_atelier_local',
+    'provider-api-token-runpod': 'runpod_atelier_local',
 }
 
 #: Resource types moto's CloudFormation does not deploy and the offline stack can do without.

@@ -70,6 +70,9 @@ class Settings(BaseModel):
     fal_api_base: str = Field(default='https://queue.fal.run', alias='FAL_API_BASE')  # fal's queue API
     fal_jwks_url: str = Field(default='https://rest.alpha.fal.ai/.well-known/jwks.json', alias='FAL_JWKS_URL')
     fal_user_id: str = Field(default='', alias='FAL_USER_ID')  # the only fal user whose webhooks count ('' = any)
+    # RunPod serverless: JSON {"runpod/<model>": "<endpoint id>"}; '' = no runpod/* models
+    runpod_endpoints: str = Field(default='', alias='RUNPOD_ENDPOINTS')
+    runpod_api_base: str = Field(default='https://api.runpod.ai', alias='RUNPOD_API_BASE')
 
     # where outputs may be fetched from (atelier.storage.output_policy)
     output_hosts: str = Field(default='', alias='OUTPUT_HOSTS')  # JSON {"provider": ["host", "*.domain"]}

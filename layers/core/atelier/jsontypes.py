@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 
 def _integral(value: Any) -> Any:
@@ -17,3 +17,7 @@ def _integral(value: Any) -> Any:
 
 
 JsonInt = Annotated[int, BeforeValidator(_integral)]
+#: A :data:`JsonInt` from 0 to 2**32 - 1 (a seed). The bounds sit on the integer, before the validator: put on an
+#: optional field (``JsonInt | None = Field(ge=0)``), pydantic writes them into the OpenAPI document as the unknown
+#: keywords ``ge``/``le``, and clients (and the contract fuzzer) never see them.
+JsonUInt32 = Annotated[int, Field(ge=0, le=2**32 - 1), BeforeValidator(_integral)]

@@ -13,42 +13,42 @@ import pytest
 
 from infra.local.template import load_template, resources_of_type, translate
 
+#: The API tokens of the providers with an authenticated API (Replicate, fal, RunPod).
+API_TOKENS = frozenset({'provider-api-token-replicate', 'provider-api-token-fal', 'provider-api-token-runpod'})
 #: The SSM parameters (under /atelier/<stage>/) each function reads: who calls ``Settings.secret``.
 #: ``auth-token-secret``: every authenticated route (atelier.api.auth), sign-in, and the ledger's cursor key
 #: (atelier.wiring, derived on first use, so only GET /v1/ledger reads it for that).
 EXPECTED_SECRETS: dict[str, frozenset[str]] = {
     'MetaApiFunction': frozenset(),
     'IdentityApiFunction': frozenset({'auth-token-secret'}),
-    # Account deletion ends running tasks: like the sweeper, only Replicate's and fal's cancels need a secret.
-    'DeleteAccountFunction': frozenset({'provider-api-token-replicate', 'provider-api-token-fal'}),
+    # Account deletion ends running tasks: like the sweeper, only Replicate's, fal's and RunPod's cancels need a secret.
+    'DeleteAccountFunction': API_TOKENS,
     'LedgerApiFunction': frozenset({'auth-token-secret'}),
     'ExpireCreditsFunction': frozenset(),
     'AdjustCreditsFunction': frozenset(),
     'ManageApiKeysFunction': frozenset(),
     'ReconcileLedgerFunction': frozenset(),
     'DispatchTaskFunction': frozenset(),
-    # Cog: the webhook URL token is built on submit and on every poll (a PUT); Replicate and fal: the API token.
-    'SubmitTaskFunction': frozenset(
-        {'provider-webhook-secret-cog', 'provider-api-token-replicate', 'provider-api-token-fal'}
-    ),
+    # Cog: the webhook URL token is built on submit and on every poll (a PUT); Replicate, fal and RunPod: the API token.
+    'SubmitTaskFunction': API_TOKENS | {'provider-webhook-secret-cog'},
     'AwaitProviderFunction': frozenset(),
-    'PollTaskFunction': frozenset(
-        {'provider-webhook-secret-cog', 'provider-api-token-replicate', 'provider-api-token-fal'}
-    ),
+    'PollTaskFunction': API_TOKENS | {'provider-webhook-secret-cog'},
     'SettleTaskFunction': frozenset(),
-    # Release and sweep cancel an expired task's provider job; Replicate's and fal's cancels need their token.
-    'ReleaseTaskFunction': frozenset({'provider-api-token-replicate', 'provider-api-token-fal'}),
-    'SweepTasksFunction': frozenset({'provider-api-token-replicate', 'provider-api-token-fal'}),
-    'TasksApiFunction': frozenset({'auth-token-secret', 'provider-api-token-replicate', 'provider-api-token-fal'}),
+    # Release and sweep cancel an expired task's provider job; Replicate's, fal's and RunPod's cancels need their token.
+    'ReleaseTaskFunction': API_TOKENS,
+    'SweepTasksFunction': API_TOKENS,
+    'TasksApiFunction': API_TOKENS | {'auth-token-secret'},
     'CatalogApiFunction': frozenset({'auth-token-secret'}),
     'UploadsApiFunction': frozenset({'auth-token-secret'}),
     # fal webhooks are verified with fal's public keys (no secret); its token fetches the result they announce.
+    # RunPod's webhooks are unsigned: its token fetches the job's status, which decides.
     'ProviderWebhookFunction': frozenset(
         {
             'provider-webhook-secret-mock',
             'provider-webhook-secret-cog',
             'provider-webhook-secret-replicate',
             'provider-api-token-fal',
+            'provider-api-token-runpod',
         }
     ),
     'PaymentsApiFunction': frozenset({'auth-token-secret', 'stripe-api-key'}),

@@ -7,7 +7,7 @@ runs each one, the family schema its input must satisfy, its limits and its pric
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -107,10 +107,11 @@ class Catalog:
         except KeyError:
             raise UnknownModel(f'There is no model {model_id!r}.') from None
 
-    def available(self, providers: Iterable[str]) -> Catalog:
-        """The models that the given (configured) providers can run."""
+    def available(self, providers: Iterable[str], offered: Callable[[ModelSpec], bool] | None = None) -> Catalog:
+        """The models that the given (configured) providers can run (and, given ``offered``, that it offers:
+        a RunPod model needs an endpoint configured for it)."""
         enabled = set(providers)
-        return Catalog(m for m in self._models.values() if m.provider in enabled)
+        return Catalog(m for m in self._models.values() if m.provider in enabled and (offered is None or offered(m)))
 
 
 @cache

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from atelier.jsontypes import JsonInt
+from atelier.jsontypes import JsonInt, JsonUInt32
 
 UPLOADS_PREFIX = 'uploads/'
 
@@ -42,7 +42,7 @@ class TextToImageInput(FamilyInput):
     num_images: JsonInt = Field(default=1, ge=1, le=4)
     resolution: Literal['512x512', '1024x1024'] = '1024x1024'
     quality: Literal['standard', 'hd'] = 'standard'
-    seed: JsonInt | None = Field(default=None, ge=0, le=2**32 - 1)
+    seed: JsonUInt32 | None = None
 
 
 class ImageToVideoInput(FamilyInput):

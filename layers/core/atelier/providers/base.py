@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from atelier.errors import DomainError, ErrorKind, Unauthorized
 
@@ -93,6 +93,15 @@ class ProviderCost(BaseModel):
 
     unit: str
     amount: float = Field(ge=0)
+    #: How long the job waited before it ran, in milliseconds, when the provider says (RunPod ``delayTime``:
+    #: queue time plus a worker's cold start, which RunPod bills as worker time though not as execution).
+    delay_ms: float | None = Field(default=None, ge=0)
+
+    @model_serializer(mode='wrap')
+    def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A provider that reports no delay stores just its unit and amount, as before the field existed.
+        data: dict[str, Any] = handler(self)
+        return {key: value for key, value in data.items() if not (key == 'delay_ms' and value is None)}
 
 
 class JobState(BaseModel):

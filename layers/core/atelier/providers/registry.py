@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from atelier.catalog import Catalog
+from atelier.catalog import Catalog, ModelSpec
 from atelier.errors import NotFound
 from atelier.providers.base import Provider
 
@@ -23,7 +25,10 @@ WEBHOOK_SECRET_NAMES = {
 API_TOKEN_NAMES = {
     'replicate': 'provider-api-token-replicate',
     'fal': 'provider-api-token-fal',  # a fal API key, sent as `Authorization: Key <token>`
+    'runpod': 'provider-api-token-runpod',  # a RunPod API key, sent as `Authorization: Bearer <token>`
 }
+#: A RunPod endpoint id goes into the API's URL path: letters, digits, '-' and '_' only.
+_ENDPOINT_ID = re.compile(r'[A-Za-z0-9_-]{1,64}')
 
 
 class UnknownProvider(NotFound):
@@ -33,9 +38,22 @@ class UnknownProvider(NotFound):
 class ProviderRegistry:
     """Provider adapters by name, built on first use (so a request pays only for the one it needs)."""
 
-    def __init__(self, factories: dict[str, Callable[[], Provider]]) -> None:
+    def __init__(
+        self,
+        factories: dict[str, Callable[[], Provider]],
+        *,
+        models: dict[str, Callable[[ModelSpec], bool]] | None = None,
+    ) -> None:
         self._factories = factories
+        self._models = models or {}
         self._built: dict[str, Provider] = {}
+
+    def offers(self, model: ModelSpec) -> bool:
+        """Whether ``model``'s provider is configured here, and for that model (RunPod: an endpoint is named)."""
+        if model.provider not in self._factories:
+            return False
+        check = self._models.get(model.provider)
+        return check is None or check(model)
 
     @property
     def names(self) -> frozenset[str]:
@@ -65,9 +83,12 @@ def configured_providers(
       missing token fails loudly instead of silently hiding the models;
     - ``fal`` when ``settings.fal_enabled`` (``FAL_ENABLED``), the same kind of switch, against
       ``FAL_API_BASE`` (fal's queue API) with webhooks verified by the keys at ``FAL_JWKS_URL``, for the fal
-      user ``FAL_USER_ID`` when set.
+      user ``FAL_USER_ID`` when set;
+    - ``runpod`` when ``settings.runpod_endpoints`` (``RUNPOD_ENDPOINTS``, JSON ``{"runpod/<model>": "<endpoint
+      id>"}``) names an endpoint, against ``RUNPOD_API_BASE``: the mapping is the switch, and only the models it
+      names are offered (:meth:`ProviderRegistry.offers`).
 
-    Cog, Replicate and fal keep their submissions in ``journal`` (default: the tasks table). Secrets are
+    Cog, Replicate, fal and RunPod keep their submissions in ``journal`` (default: the tasks table). Secrets are
     read when an adapter first needs them (a fal webhook needs no secret to be verified, only to fetch the
     result it announces).
     """
@@ -135,4 +156,33 @@ def configured_providers(
             )
 
         factories['fal'] = fal
-    return ProviderRegistry(factories)
+    models: dict[str, Callable[[ModelSpec], bool]] = {}
+    runpod_api_base = settings.runpod_api_base
+    runpod_endpoints = _runpod_endpoints(settings.runpod_endpoints)
+    if runpod_endpoints:
+
+        def runpod() -> Provider:
+            from atelier.providers.runpod.client import RunPodProvider
+
+            return RunPodProvider(
+                runpod_api_base,
+                endpoints=runpod_endpoints,
+                api_token=lambda: secret(API_TOKEN_NAMES['runpod']),
+                journal=submissions(),
+            )
+
+        factories['runpod'] = runpod
+        models['runpod'] = lambda model: model.id in runpod_endpoints
+    return ProviderRegistry(factories, models=models)
+
+
+def _runpod_endpoints(raw: str) -> dict[str, str]:
+    """``RUNPOD_ENDPOINTS``: a JSON object of catalog model id -> RunPod endpoint id ('' = none)."""
+    if not raw.strip():
+        return {}
+    parsed = json.loads(raw)
+    if not isinstance(parsed, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and _ENDPOINT_ID.fullmatch(v) for k, v in parsed.items()
+    ):
+        raise ValueError('RUNPOD_ENDPOINTS must be a JSON object of catalog model id -> RunPod endpoint id.')
+    return dict(parsed)

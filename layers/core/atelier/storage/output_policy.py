@@ -8,7 +8,9 @@ file. The policy:
 - **hosts per provider**: fal serves outputs from its CDN (``fal.media``, ``v3.fal.media``...), Replicate
   from ``replicate.delivery`` (``pbxt.replicate.delivery``...); the mock and Cog from their configured
   base URL's host (plus any host ops list, e.g. a Cog ``--upload-url`` target). ``*.example.com`` matches
-  subdomains only, never ``example.com`` itself nor ``badexample.com``;
+  subdomains only, never ``example.com`` itself nor ``badexample.com``. A RunPod worker is the team's own
+  code and puts its outputs where the team says (its S3 bucket, a CDN): RunPod serves none, so ``runpod``
+  has no host until ops list them (``OutputHosts``), and until then every RunPod output is refused;
 - **https only**, except plain http to a host explicitly listed as *local* (127.0.0.1/localhost offline);
 - **public addresses only**: each hop's host is resolved and every address must be global (no private,
   loopback, link-local, metadata - 169.254.169.254, fd00:ec2::254 - or multicast address), unless the
@@ -40,6 +42,7 @@ from atelier.errors import DomainError, ErrorKind
 DEFAULT_OUTPUT_HOSTS: dict[str, tuple[str, ...]] = {
     'fal': ('fal.media', '*.fal.media'),
     'replicate': ('replicate.delivery', '*.replicate.delivery'),
+    'runpod': (),  # the team's own worker: its output hosts are whatever ops list in OutputHosts
 }
 #: 200 MiB: the catalog's longest outputs are 10 s 1080p videos, tens of MB.
 DEFAULT_MAX_OUTPUT_BYTES = 200 * 1024**2

@@ -37,7 +37,7 @@ def task_service() -> TaskService:
         store=TaskStore(settings.tasks_table),
         # The shared ledger: tasks never list entries, so their steps never read the token secret for cursors.
         ledger=ledger(),
-        catalog=catalog.available(providers.names),
+        catalog=catalog.available(providers.names, providers.offers),
         providers=providers,
         media=media(),
         queue=SqsDispatchQueue(settings.task_queue_url),
