@@ -51,7 +51,7 @@ def test_30_concurrent_creates_on_a_plan_of_5_never_run_more_than_5(stack: Stack
     responses = race(user, 'mock/slow', 30)
     # Then 5 are accepted (the plan's limit) and the rest refused with 429 (or, on a loaded machine, 503 when the
     # account's item stayed contended past the ledger's retries: retry-safe, nothing held)...
-    answers = [(r.status_code, r.json().get('error', {}).get('code')) for r in responses]
+    answers = [(r.status_code, (r.json().get('error') or {}).get('code')) for r in responses]
     assert {status for status, _ in answers} <= {202, 429, 503}, answers
     assert {code for status, code in answers if status == 503} <= {'ledger_unavailable'}, answers
     accepted = [r.json() for r in responses if r.status_code == 202]
