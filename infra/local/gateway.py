@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from infra.local.http_service import LOCAL_SERVICES_PATH
 from infra.local.stack import OfflineStack
@@ -108,14 +108,17 @@ class Gateway:
         if len(body) > MAX_PAYLOAD_BYTES:
             return 413, {'content-type': 'application/json'}, b'{"message":"Request Entity Too Large"}'
         url = urlsplit(raw_path)
-        matched = self.match(method, url.path)
-        if method == 'GET' and url.path == LOCAL_SERVICES_PATH and (matched is None or matched[0].pattern is None):
+        # An HTTP API hands Lambda the path percent-decoded, as rawPath and in pathParameters (live captures:
+        # middleapi/standard-server#93, aws/aws-lambda-dotnet#1901), and routes on it: so does the offline gateway.
+        path = unquote(url.path, errors='replace')
+        matched = self.match(method, path)
+        if method == 'GET' and path == LOCAL_SERVICES_PATH and (matched is None or matched[0].pattern is None):
             payload = json.dumps({'services': self.local_services}).encode()
             return 200, {'content-type': 'application/json', 'cache-control': 'no-store'}, payload
         if matched is None:
             return 404, {'content-type': 'application/json'}, b'{"message":"Not Found"}'
         route, path_parameters = matched
-        event = self._event(route, method, url.path, url.query, headers, body, path_parameters, source_ip)
+        event = self._event(route, method, path, url.query, headers, body, path_parameters, source_ip)
         response = self.stack.client('lambda').invoke(
             FunctionName=self.stack.physical_id(route.function), Payload=json.dumps(event).encode()
         )

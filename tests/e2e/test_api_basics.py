@@ -71,3 +71,13 @@ def test_bad_sign_in_bodies_get_clear_errors_and_create_nothing(
     assert response.status_code == status
     assert response.json()['error']['code'] == code
     assert stack.client('dynamodb').scan(TableName=table, Select='COUNT')['Count'] == before
+
+
+def test_paths_arrive_percent_decoded_as_an_http_api_passes_them(stack: Stack) -> None:
+    # Given a task id sent percent-encoded (%5F is "_"), and one that encodes a "/"
+    user = stack.sign_in()
+    encoded = user.get('/v1/tasks/tsk%5Fnothing-here')
+    slash = user.get('/v1/tasks/tsk%2Fnothing')
+    # Then the first reaches getTask decoded (no such task), the second is a path no route matches
+    assert (encoded.status_code, encoded.json()['error']['code']) == (404, 'task_not_found')
+    assert slash.status_code == 404 and slash.json()['error']['code'] != 'task_not_found'

@@ -5,7 +5,6 @@ from typing import Annotated, Any
 
 import pytest
 from aws_lambda_powertools.event_handler import Depends
-from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.request import Request
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,11 +40,6 @@ def signed_in(request: Request) -> str:
 @app.post('/private/things')
 def create_private_thing(account_id: Annotated[str, Depends(signed_in)], thing: Thing) -> dict[str, Any]:
     return {'account_id': account_id, 'name': thing.name}
-
-
-@app.get('/things/<thing_id>')
-def get_thing(thing_id: Annotated[str, Path(max_length=8)]) -> dict[str, Any]:
-    return {'id': thing_id}
 
 
 def call(body: str | bytes | None, content_type: str | None = 'application/json') -> tuple[int, dict[str, Any]]:
@@ -131,24 +125,52 @@ def test_a_json_array_is_not_taken_as_its_first_item():
     assert json.loads(resolve(app, good, None)['body']) == {'account_id': 'acct_1', 'name': 'lamp'}
 
 
-@pytest.mark.parametrize(
-    ('raw_path', 'status', 'answer'),
-    [
-        ('/things/tsk%5Fabc', 200, {'id': 'tsk_abc'}),  # decoded, as API Gateway passes path parameters
-        ('/things/%C3%A9t%C3%A9', 200, {'id': 'été'}),  # the length is counted on the decoded text
-        ('/things/a%2Fb', 404, None),  # an encoded / is a separator once decoded: no such route
-    ],
-)
-def test_path_parameters_are_percent_decoded(raw_path: str, status: int, answer: dict[str, Any] | None):
-    response = resolve(app, http_event('GET', raw_path), None)
-    assert response['statusCode'] == status
-    if answer is not None:
-        assert json.loads(response['body']) == answer
-
-
 def test_a_base64_body_that_is_not_base64_is_malformed():
     event = http_event('POST', '/things', headers={'content-type': 'application/json'})
     event.update(body='%%% not base64 %%%', isBase64Encoded=True)
     response = resolve(app, event, None)
     assert response['statusCode'] == 400
     assert json.loads(response['body'])['error']['code'] == 'malformed_json'
+
+
+def test_the_json_media_type_is_case_insensitive():
+    assert call('{"name": "lamp"}', 'Application/JSON; charset=UTF-8') == (200, {'name': 'lamp'})
+
+
+@pytest.mark.parametrize('content_type', ['text/plain', 'application/xml', 'multipart/form-data'])
+def test_a_content_type_without_a_body_is_not_a_server_error(content_type: str):
+    # Given no body, whatever type is named: the body is missing (422), never a 500
+    status, body = call(None, content_type)
+    assert (status, body['error']['code']) == (422, 'validation_error')
+    # and on a route with authentication, no credentials is told first
+    event = http_event('POST', '/private/things', headers={'content-type': content_type})
+    assert resolve(app, event, None)['statusCode'] == 401
+
+
+class Broken(BaseModel):
+    count: int
+
+
+@app.get('/broken')
+def broken() -> Broken:
+    return {'count': 'not a number'}  # type: ignore[return-value]
+
+
+def test_a_response_that_breaks_its_model_is_our_500_not_a_422():
+    response = resolve(app, http_event('GET', '/broken'), None)
+    assert response['statusCode'] == 500
+    assert json.loads(response['body'])['error']['code'] == 'internal_error'
+
+
+def test_a_failing_authentication_dependency_is_an_enveloped_500():
+    def unreachable(request: Request) -> str:
+        raise ConnectionError('the key store is down')
+
+    app.dependency_overrides[signed_in] = unreachable
+    try:
+        event = http_event('POST', '/private/things', body='{}', headers={'content-type': 'application/json'})
+        response = resolve(app, event, None)
+    finally:
+        app.dependency_overrides.clear()
+    assert response['statusCode'] == 500
+    assert json.loads(response['body'])['error']['code'] == 'internal_error'

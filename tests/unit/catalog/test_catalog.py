@@ -53,10 +53,10 @@ def test_kling_takes_only_what_fal_takes(extra: dict[str, object]) -> None:
         kling.validate_input({**base, **extra})
 
 
-def test_unknown_model_is_a_422_error() -> None:
+def test_unknown_model_is_a_404_error() -> None:
     with pytest.raises(UnknownModel) as caught:
         load_catalog().get('nope/nothing')
-    assert caught.value.code == 'unknown_model'
+    assert (caught.value.code, caught.value.kind.value) == ('unknown_model', 'not_found')
 
 
 @pytest.mark.parametrize(

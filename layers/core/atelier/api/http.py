@@ -12,7 +12,6 @@ import base64
 import binascii
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.depends import (
@@ -66,7 +65,8 @@ def _request_id(event: dict[str, Any]) -> str:
 
 def create_resolver() -> APIGatewayHttpResolver:
     """An HTTP API (payload 2.0) resolver with validation and Atelier's error envelope."""
-    app = APIGatewayHttpResolver(enable_validation=True)
+    # A response that breaks its own model is our bug: a logged 500 (``_unexpected``), never a 422 for the client.
+    app = APIGatewayHttpResolver(enable_validation=True, response_validation_error_http_code=500)
 
     def request_id() -> str:
         return _request_id(app.current_event.raw_event)
@@ -88,12 +88,15 @@ def create_resolver() -> APIGatewayHttpResolver:
         if route is None or not route.has_dependencies:
             return None
         try:
-            solve_dependencies(dependant=build_dependency_tree(route.func), request=app.request)
+            solve_dependencies(
+                dependant=build_dependency_tree(route.func),
+                request=app.request,
+                dependency_overrides=app.dependency_overrides or None,
+            )
         except DependencyResolutionError as exc:
-            if isinstance(exc.__cause__, DomainError):
-                refused: Response[Any] = _domain_error(exc.__cause__)
-                return refused
-            raise
+            cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+            refused: Response[Any] = _domain_error(cause) if isinstance(cause, DomainError) else _unexpected(cause)
+            return refused
         return None
 
     def _objects_only(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
@@ -147,18 +150,21 @@ def resolve(app: APIGatewayHttpResolver, event: dict[str, Any], context: Any) ->
     rejection = _reject_body(event)
     if rejection is not None:
         return rejection
-    return app.resolve(_path_decoded(event), context)
+    return app.resolve(_json_content_type(event), context)
 
 
-def _path_decoded(event: dict[str, Any]) -> dict[str, Any]:
-    """``event`` with its path percent-decoded, as API Gateway decodes the path parameters it passes.
-
-    Powertools matches routes on ``rawPath`` (still encoded), so ``/v1/tasks/tsk%5Fabc`` would reach the handler as
-    ``tsk%5Fabc``. Decoded once: an encoded ``/`` becomes a separator, and such a path matches no route (404)."""
-    raw_path = event.get('rawPath')
-    if not isinstance(raw_path, str) or '%' not in raw_path:
+def _json_content_type(event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` with the content type Powertools reads: ``application/json`` when a body was sent (``_reject_body``
+    has checked it is JSON, case-insensitively, as media types are), none without a body (a type means nothing
+    then; Powertools would refuse any but JSON with a 500)."""
+    headers = event.get('headers') or {}
+    name = next((k for k in headers if k.lower() == 'content-type'), None)
+    if name is None:
         return event
-    return {**event, 'rawPath': unquote(raw_path, errors='replace')}
+    rest = {k: v for k, v in headers.items() if k != name}
+    if event.get('body'):
+        rest['content-type'] = 'application/json'
+    return {**event, 'headers': rest}
 
 
 def raw_body(event: dict[str, Any]) -> bytes:
