@@ -15,7 +15,7 @@ from atelier.providers import Job, JobState, ProviderRejected, ProviderUnavailab
 from atelier.providers.base import MalformedWebhook
 from atelier.providers.journal import InMemoryJournal
 from atelier.providers.registry import configured_providers
-from atelier.providers.runpod.client import COST_UNIT, RunPodProvider
+from atelier.providers.runpod.client import COST_UNIT, TTL_MARGIN_MS, RunPodProvider, _outputs
 from infra.local.fake_runpod import FakeRunPod
 from tests.support.webhooks import WebhookReceiver, receiving
 
@@ -80,7 +80,7 @@ def test_a_job_runs_on_its_endpoint_with_our_webhook_and_the_tasks_deadline_as_p
     assert body == {
         'input': {'prompt': 'a red fox', 'num_images': 2},
         'webhook': 'https://api.example.com/webhooks/providers/runpod',
-        'policy': {'executionTimeout': 300_000, 'ttl': 300_000},
+        'policy': {'executionTimeout': 300_000, 'ttl': 300_000 + TTL_MARGIN_MS},
     }
     final = until_final(provider, state.provider_job_id)
     assert final.status is Status.SUCCEEDED and final.raw_status == 'COMPLETED'
@@ -214,3 +214,17 @@ def test_only_the_models_runpod_endpoints_names_are_offered() -> None:
             secret=lambda name: '',
             catalog=catalog,
         )
+
+
+def test_only_the_outputs_keys_are_files_and_only_images_or_videos() -> None:
+    # Given a worker that echoes its input next to its image (a URL the user chose) and declares an HTML file
+    output = {
+        'images': ['http://127.0.0.1:9/out/0.png', {'url': 'http://127.0.0.1:9/out/page', 'content_type': 'text/html'}],
+        'prompt': 'http://127.0.0.1:9/someone-else/0.png',
+        'preview': 'http://127.0.0.1:9/out/grid.png',
+    }
+    # Then only the image under "images" is an output (nothing echoed is copied or charged)
+    assert [file.url for file in _outputs(output)] == ['http://127.0.0.1:9/out/0.png']
+    assert [file.url for file in _outputs({'video': 'http://127.0.0.1:9/out/v.mp4'})] == [
+        'http://127.0.0.1:9/out/v.mp4'
+    ]

@@ -6,10 +6,11 @@ https://docs.runpod.io/serverless/endpoints/job-states):
 - Submit: ``POST {api_base}/v2/{endpoint_id}/run`` with ``Authorization: Bearer {token}`` and
   ``{"input": {...}, "webhook": url, "policy": {"executionTimeout": ms, "ttl": ms}}``; RunPod answers
   ``{"id", "status": "IN_QUEUE"}``. The endpoint id comes from ``RunPodEndpoints`` (catalog model -> endpoint).
-  The task's deadline bounds both policies: ``ttl`` (how long the job may live, at least 10 s) is the task's
-  time left, and ``executionTimeout`` (longer than 5 s) the same, so RunPod itself stops (``TIMED_OUT``) a
-  job that could only run past the task's end. With less than 10 s left nothing is sent
-  (:class:`~atelier.providers.base.StartTooLate`).
+  ``executionTimeout`` (longer than 5 s) is the task's time left; it counts from when a worker takes the job,
+  so it bounds a run, not the task: the task's deadline (the release step's cancel) does. ``ttl`` (at least
+  10 s) is the time left plus :data:`TTL_MARGIN_MS`: RunPod deletes a job at its ttl whatever its state, and
+  the cancel, a late status (its cost) and the webhook's retries must still find it. With less than 10 s left
+  nothing is sent (:class:`~atelier.providers.base.StartTooLate`).
 - Status: ``GET /v2/{endpoint_id}/status/{id}`` answers ``{"id", "status", "delayTime", "executionTime",
   "output"?, "error"?, "workerId"?}``: ``IN_QUEUE`` -> submitted, ``IN_PROGRESS`` -> running, ``COMPLETED``
   -> succeeded (its ``output`` holds the files), ``FAILED`` -> failed (the worker ran, RunPod bills its
@@ -75,6 +76,8 @@ DEFAULT_API_BASE = 'https://api.runpod.ai'
 COST_UNIT = 'runpod_execution_ms'
 #: RunPod's limits on a job's policy (ms): ``ttl`` at least 10 s, ``executionTimeout`` more than 5 s.
 MIN_TTL_MS, MIN_EXECUTION_TIMEOUT_MS = 10_000, 5_001
+#: Kept past the task's deadline so the job can still be canceled and its status (and cost) read; see the ttl above.
+TTL_MARGIN_MS = 120_000
 #: The status fetch for a webhook (seconds to connect, then per read): well within the webhook function's Timeout.
 WEBHOOK_FETCH_CONNECT_SECONDS, WEBHOOK_FETCH_READ_SECONDS = 2.0, 8.0
 _STATUSES = {
@@ -186,7 +189,12 @@ class RunPodProvider:
             raise StartTooLate('Too little time is left to run the model before the task deadline.')
         body: dict[str, Any] = {
             'input': job.input,
-            'policy': {'executionTimeout': max(lifetime_ms, MIN_EXECUTION_TIMEOUT_MS), 'ttl': lifetime_ms},
+            # ttl ends the job's life *and deletes it* whatever its state: a margin past the task's deadline keeps it
+            # visible to the release step's cancel and to a late status (its cost), and its webhook retries.
+            'policy': {
+                'executionTimeout': max(lifetime_ms, MIN_EXECUTION_TIMEOUT_MS),
+                'ttl': lifetime_ms + TTL_MARGIN_MS,
+            },
         }
         if job.webhook_url:
             body['webhook'] = job.webhook_url
@@ -327,6 +335,13 @@ def _cost(payload: Mapping[str, Any]) -> ProviderCost | None:
     return ProviderCost(unit=COST_UNIT, amount=execution, delay_ms=_ms(payload.get('delayTime')))
 
 
+#: The keys of a worker's ``output`` that hold its files; any other key (an echoed prompt, a preview) is not an
+#: output: a URL there could be the user's own (echoed input) and would be copied and charged as a result.
+OUTPUT_KEYS = ('images', 'video')
+#: What a stored output may be (a worker's declared type is checked, never trusted into S3 as, say, text/html).
+MEDIA_TYPES = ('image/', 'video/')
+
+
 def _file(value: Any) -> JobOutput | None:
     if isinstance(value, dict):
         url, declared = value.get('url'), value.get('content_type')
@@ -335,12 +350,16 @@ def _file(value: Any) -> JobOutput | None:
     if not isinstance(url, str) or not output_urls(url):
         return None
     content_type = declared if isinstance(declared, str) and '/' in declared else content_type_for(url)
-    return JobOutput(url=url, content_type=content_type.split(';')[0].strip().lower())
+    content_type = content_type.split(';')[0].strip().lower()
+    if not content_type.startswith(MEDIA_TYPES):
+        return None
+    return JobOutput(url=url, content_type=content_type)
 
 
 def _outputs(output: Any) -> tuple[JobOutput, ...]:
-    """The files of a worker's ``output``: its values' URLs (or ``{"url"}`` objects), alone or in lists, in order."""
-    values = list(output.values()) if isinstance(output, dict) else [output]
+    """The files of a worker's ``output``: the URLs (or ``{"url"}`` objects) under ``images`` or ``video``, alone or
+    in lists, in order; an output that is itself a URL or a list of them is taken too."""
+    values = [output[key] for key in OUTPUT_KEYS if key in output] if isinstance(output, dict) else [output]
     found: list[JobOutput] = []
     for value in values:
         for item in value if isinstance(value, list) else [value]:
