@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from atelier.providers.runpod.client import TTL_MARGIN_MS
 from infra.local.fake_runpod import LOCAL_ENDPOINT, FakeRunPod
 from tests.e2e.conftest import Stack
 from tests.e2e.test_tasks_fal import request_of, task_item, wait_status
@@ -76,7 +77,11 @@ def test_a_runpod_task_succeeds_its_images_land_in_s3_and_its_execution_time_is_
     [(endpoint, headers, body)] = [r for r in runpod.runs if r[2]['input'].get('prompt') == 'a harbour at dawn']
     assert endpoint == LOCAL_ENDPOINT and headers['authorization'] == 'Bearer runpod_atelier_local'
     assert body['webhook'] == f'{stack.url}/webhooks/providers/runpod'
-    assert 10_000 <= body['policy']['ttl'] <= 600_000 and body['policy']['executionTimeout'] == body['policy']['ttl']
+    # (executionTimeout: the time left; ttl: that plus the margin that keeps the job findable past the deadline)
+    policy = body['policy']
+    assert (
+        10_000 <= policy['executionTimeout'] <= 600_000 and policy['ttl'] == policy['executionTimeout'] + TTL_MARGIN_MS
+    )
     # And the settled task keeps RunPod's executionTime and delayTime (ops: margin)
     cost = json.loads(task_item(stack, task['id'])['provider_cost']['S'])
     assert cost['unit'] == 'runpod_execution_ms' and cost['amount'] == runpod.jobs[job_id].view()['executionTime']
